@@ -1,0 +1,31 @@
+# Two entry points: `make demo` (the default config, end to end) and `make test`.
+# Both create .venv from the pinned requirements.lock and rebuild it when the lock changes.
+PYTHON ?= python3
+VENV := .venv
+STAMP := $(VENV)/.installed
+CORES ?= 2
+
+.PHONY: demo test bench lint clean
+
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV)/bin/python -m pip install --quiet -r requirements.lock
+	$(VENV)/bin/python -m pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/snakemake --cores $(CORES) --configfile config.yaml
+	@echo "Metrics: results/*/metrics.csv  Figures: results/*/figures/"
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest -q tests
+
+bench: $(STAMP)
+	$(VENV)/bin/python benchmarks/run_all.py
+
+lint: $(STAMP)
+	$(VENV)/bin/snakemake --lint --configfile config.yaml
+
+clean:
+	rm -rf results/* .snakemake

@@ -1,0 +1,87 @@
+"""Evaluation metrics, as defined in both papers' evaluation code.
+
+``mmd``: biased squared MMD with an RBF kernel exp(-gamma ||x - y||^2) averaged
+over gamma in ``numpy.logspace(1, -3, 50)``; ``l2_means``, ``r2_means``,
+``r_means`` on feature means; ``gt_rmse`` against a known true response.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+MMD_GAMMAS = np.logspace(1, -3, 50)
+
+
+def _sq_dists(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pairwise squared Euclidean distances through one BLAS matrix product (float64)."""
+    d = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * (a @ b.T)
+    return np.maximum(d, 0.0, out=d)
+
+
+def mmd(x, y, gammas=None):
+    """Squared MMD, biased estimator (all pairs, diagonals included), averaged over bandwidths.
+
+    Squared distances are computed once (float64, then stored as float32) and
+    reused for every gamma; the kernel sums run in place in torch, which keeps
+    3,000 x 3,000 cells under a second on two cores.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1]:
+        raise ValueError(f"x and y must be 2-D with equal widths, got {x.shape} and {y.shape}")
+    gammas = MMD_GAMMAS if gammas is None else np.asarray(gammas, dtype=np.float64)
+    blocks = [
+        (torch.from_numpy(_sq_dists(a, b)).float(), weight)
+        for a, b, weight in ((x, x, 1.0), (y, y, 1.0), (x, y, -2.0))
+    ]
+    buf = {id(d): torch.empty_like(d) for d, _ in blocks}
+    total = 0.0
+    for g in gammas:
+        for d, weight in blocks:
+            out = buf[id(d)]
+            # clamping avoids denormal exp results, which are 3x slower and add < 1e-30
+            torch.mul(d, -float(g), out=out).clamp_(min=-80.0).exp_()
+            total += weight * float(out.sum()) / d.numel()
+    return float(total / len(gammas))
+
+
+def l2_means(x: np.ndarray, y: np.ndarray) -> float:
+    """Euclidean distance between the mean vectors of two populations."""
+    return float(np.linalg.norm(np.asarray(x).mean(0) - np.asarray(y).mean(0)))
+
+
+def r_means(x: np.ndarray, y: np.ndarray) -> float:
+    """Pearson correlation of the two populations' mean vectors (CellOT reports r)."""
+    mx, my = np.asarray(x, float).mean(0), np.asarray(y, float).mean(0)
+    if mx.std() == 0 or my.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(mx, my)[0, 1])
+
+
+def r2_means(x: np.ndarray, y: np.ndarray) -> float:
+    """Squared Pearson correlation of mean vectors."""
+    return r_means(x, y) ** 2
+
+
+def gt_rmse(pred: np.ndarray, truth: np.ndarray) -> float:
+    """sqrt(mean over cells of ||prediction - truth||^2)."""
+    pred, truth = np.asarray(pred, float), np.asarray(truth, float)
+    if pred.shape != truth.shape:
+        raise ValueError(f"prediction shape {pred.shape} != truth shape {truth.shape}")
+    return float(np.sqrt(((pred - truth) ** 2).sum(1).mean()))
+
+
+def all_metrics(
+    pred: np.ndarray, target: np.ndarray, truth: np.ndarray | None = None
+) -> dict[str, float]:
+    """Every metric for one (prediction, target) pair; ``gt_rmse`` only when truth is given."""
+    out = {
+        "mmd": mmd(pred, target),
+        "l2_means": l2_means(pred, target),
+        "r2_means": r2_means(pred, target),
+        "r_means": r_means(pred, target),
+    }
+    if truth is not None:
+        out["gt_rmse"] = gt_rmse(pred, truth)
+    return out

@@ -1,0 +1,35 @@
+"""Model registry: ``perturbot.models.get(name)`` returns the estimator class."""
+
+from __future__ import annotations
+
+from importlib import import_module
+
+from perturbot.models.base import NotFittedError, PerturbationModel
+
+# name -> "module:Class"; imported lazily so that light models need no torch start-up.
+_REGISTRY: dict[str, str] = {
+    "identity": "perturbot.models.simple:Identity",
+    "observed": "perturbot.models.simple:Observed",
+}
+
+
+def register(name: str, path: str) -> None:
+    """Register a model class under ``name`` (``path`` is ``"module:Class"``)."""
+    _REGISTRY[name] = path
+
+
+def available() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def get(name: str) -> type[PerturbationModel]:
+    """Return the model class registered under ``name``."""
+    if name not in _REGISTRY:
+        raise KeyError(f"unknown model {name!r}; available models: {', '.join(available())}")
+    module, cls_name = _REGISTRY[name].split(":")
+    cls = getattr(import_module(module), cls_name)
+    cls.name = name
+    return cls
+
+
+__all__ = ["NotFittedError", "PerturbationModel", "available", "get", "register"]

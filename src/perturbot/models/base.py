@@ -1,0 +1,169 @@
+"""The estimator contract every perturbation model follows.
+
+Scikit-learn style: constructor keyword arguments are the hyper-parameters and
+nothing else happens in ``__init__``; learned state ends in ``_`` and exists only
+after ``fit``; ``fit`` returns ``self``. Models persist as ``model.json``
+(class name, hyper-parameters, small learned scalars) plus ``weights.safetensors``
+(tensors only), so loading a model never unpickles code.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+MODEL_JSON = "model.json"
+WEIGHTS_FILE = "weights.safetensors"
+
+
+class NotFittedError(RuntimeError):
+    """Raised when a model is used before ``fit``."""
+
+
+def as_float_array(x: Any, name: str = "x") -> np.ndarray:
+    """Dense float32 2-D array, with a clear error for NaN/inf or wrong rank."""
+    if hasattr(x, "toarray"):
+        x = x.toarray()
+    arr = np.asarray(x, dtype=np.float32)
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D array (cells x features), got shape {arr.shape}")
+    if arr.shape[0] == 0:
+        raise ValueError(f"{name} has no cells")
+    if not np.isfinite(arr).all():
+        bad = int((~np.isfinite(arr)).any(axis=1).sum())
+        raise ValueError(f"{name} contains NaN or infinite values in {bad} cell(s)")
+    return arr
+
+
+class PerturbationModel:
+    """Base class: maps control cells (source) to their perturbed state (target).
+
+    Subclasses implement ``fit`` and ``transport``; torch-based ones also
+    implement ``_get_tensors``/``_set_tensors`` and, if they learn scalars,
+    ``_get_state``/``_set_state`` (JSON-serialisable).
+    """
+
+    #: Registry name, set by :func:`perturbot.models.register`.
+    name: str = ""
+    #: Whether ``fit_many`` trains several perturbations jointly.
+    multi_perturbation: bool = False
+
+    # ----------------------------------------------------------- parameters
+    @classmethod
+    def _param_names(cls) -> list[str]:
+        sig = inspect.signature(cls.__init__)
+        return [
+            p.name
+            for p in sig.parameters.values()
+            if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        ]
+
+    @classmethod
+    def default_params(cls) -> dict[str, Any]:
+        sig = inspect.signature(cls.__init__)
+        return {n: sig.parameters[n].default for n in cls._param_names()}
+
+    def get_params(self) -> dict[str, Any]:
+        return {n: getattr(self, n) for n in self._param_names()}
+
+    def __repr__(self) -> str:
+        defaults = self.default_params()
+        changed = {k: v for k, v in self.get_params().items() if defaults.get(k) != v}
+        args = ", ".join(f"{k}={v!r}" for k, v in changed.items())
+        return f"{type(self).__name__}({args})"
+
+    # ------------------------------------------------------------- contract
+    def fit(self, source: np.ndarray, target: np.ndarray, **kwargs: Any) -> "PerturbationModel":
+        raise NotImplementedError
+
+    def fit_many(
+        self, source: np.ndarray, targets: dict[str, np.ndarray], **kwargs: Any
+    ) -> "PerturbationModel":
+        raise NotImplementedError(f"{type(self).__name__} trains one perturbation at a time")
+
+    def transport(self, x: np.ndarray, perturbation: str | None = None) -> np.ndarray:
+        raise NotImplementedError
+
+    # ----------------------------------------------------------- validation
+    def _check_fitted(self) -> None:
+        if not getattr(self, "n_features_in_", None):
+            raise NotFittedError(f"{type(self).__name__} is not fitted yet: call fit() first")
+
+    def _check_input(self, x: Any, name: str = "x") -> np.ndarray:
+        self._check_fitted()
+        arr = as_float_array(x, name)
+        if arr.shape[1] != self.n_features_in_:
+            raise ValueError(
+                f"{type(self).__name__} was fitted on {self.n_features_in_} features, "
+                f"but {name} has {arr.shape[1]}"
+            )
+        return arr
+
+    # ---------------------------------------------------------- persistence
+    def _get_state(self) -> dict[str, Any]:
+        """JSON-serialisable learned state (besides tensors)."""
+        return {"n_features_in_": int(self.n_features_in_)}
+
+    def _set_state(self, state: dict[str, Any]) -> None:
+        for key, value in state.items():
+            setattr(self, key, value)
+
+    def _get_tensors(self) -> dict[str, torch.Tensor]:
+        return {}
+
+    def _set_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        pass
+
+    def save(self, directory: str | Path) -> Path:
+        """Write ``model.json`` and ``weights.safetensors`` into ``directory``."""
+        self._check_fitted()
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        tensors = {k: v.detach().cpu().contiguous() for k, v in self._get_tensors().items()}
+        save_file(tensors, str(directory / WEIGHTS_FILE))
+        meta = {
+            "model": self.name or type(self).__name__,
+            "class": f"{type(self).__module__}.{type(self).__qualname__}",
+            "params": self.get_params(),
+            "state": self._get_state(),
+        }
+        (directory / MODEL_JSON).write_text(json.dumps(meta, indent=2, default=_json_default))
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "PerturbationModel":
+        """Rebuild a saved model; ``PerturbationModel.load`` dispatches on the saved name."""
+        directory = Path(directory)
+        meta_path = directory / MODEL_JSON
+        if not meta_path.exists():
+            raise FileNotFoundError(f"no saved model in {directory} (missing {MODEL_JSON})")
+        meta = json.loads(meta_path.read_text())
+        target_cls = cls
+        if cls is PerturbationModel or cls.name != meta["model"]:
+            from perturbot.models import get
+
+            target_cls = get(meta["model"])
+        model = target_cls(**meta["params"])
+        model._set_state(meta["state"])
+        weights = directory / WEIGHTS_FILE
+        tensors = load_file(str(weights)) if weights.exists() else {}
+        model._set_tensors(tensors)
+        return model
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    if isinstance(obj, (np.ndarray,)):
+        return obj.tolist()
+    if isinstance(obj, tuple):
+        return list(obj)
+    raise TypeError(f"cannot serialise {type(obj).__name__} to JSON")
