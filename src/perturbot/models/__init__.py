@@ -10,7 +10,16 @@ from perturbot.models.base import NotFittedError, PerturbationModel
 _REGISTRY: dict[str, str] = {
     "identity": "perturbot.models.simple:Identity",
     "observed": "perturbot.models.simple:Observed",
+    "cellot": "perturbot.models.cellot:CellOT",
+    "w1ot": "perturbot.models.w1ot:W1OT",
+    "scgen": "perturbot.models.scgen:ScGen",
+    "cae": "perturbot.models.cae:ConditionalAutoencoder",
 }
+
+#: Models that only make sense in an autoencoder's latent space (the workflow wraps them).
+LATENT_ONLY = {"scgen"}
+#: Models whose default space is the latent one for counts/expression data.
+LATENT_BY_DEFAULT = {"cellot", "w1ot", "scgen"}
 
 
 def register(name: str, path: str) -> None:
@@ -32,4 +41,4 @@ def get(name: str) -> type[PerturbationModel]:
     return cls
 
 
-__all__ = ["NotFittedError", "PerturbationModel", "available", "get", "register"]
+__all__ = ["LATENT_BY_DEFAULT", "LATENT_ONLY", "NotFittedError", "PerturbationModel", "available", "get", "register"]

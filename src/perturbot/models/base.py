@@ -90,6 +90,11 @@ class PerturbationModel:
     def transport(self, x: np.ndarray, perturbation: str | None = None) -> np.ndarray:
         raise NotImplementedError
 
+    def transport_cost(self, x: np.ndarray, perturbation: str | None = None) -> np.ndarray:
+        """Per-cell transport cost ||T(x) - x||^2 (the clustergram's quantity)."""
+        x = self._check_input(x)
+        return ((self.transport(x, perturbation=perturbation) - x) ** 2).sum(1)
+
     # ----------------------------------------------------------- validation
     def _check_fitted(self) -> None:
         if not getattr(self, "n_features_in_", None):
