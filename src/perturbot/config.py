@@ -1,0 +1,150 @@
+"""Semantic checks and normalisation of the workflow configuration.
+
+The JSON schema (``workflow/schemas/config.schema.yaml``) checks structure and
+fills defaults; this module checks what a schema cannot: names that refer to
+each other, model names, hyper-parameter names, and builds the per-model
+specification the rules use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from perturbot import models as model_registry
+
+SETTINGS = ("iid", "oos", "ood")
+IID_HOLDOUT = "all"
+#: Hyper-parameters the workflow sets itself; users set them through top-level keys.
+WORKFLOW_PARAMS = {"seed", "device"}
+
+
+class ConfigError(ValueError):
+    """A configuration problem, reported before any job runs."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model of one experiment, as the rules see it."""
+
+    label: str  # name in results and figures
+    model: str  # registry name
+    space: str  # "data" or "latent"
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def needs_autoencoder(self) -> bool:
+        return self.space == "latent"
+
+
+def dataset_of(config: dict, experiment: str) -> dict:
+    return config["datasets"][config["experiments"][experiment]["dataset"]]
+
+
+def holdouts(config: dict, experiment: str) -> list[str]:
+    """Holdout values of an experiment; ``["all"]`` for i.i.d."""
+    exp = config["experiments"][experiment]
+    return [IID_HOLDOUT] if exp.get("setting", "iid") == "iid" else list(exp["holdouts"])
+
+
+def experiments_to_run(config: dict) -> list[str]:
+    return list(config.get("run") or config["experiments"])
+
+
+def _model_entries(exp: dict) -> list[dict]:
+    entries = []
+    for entry in exp.get("models", ["identity", "observed"]):
+        if isinstance(entry, str):
+            entry = {"name": entry}
+        entries.append(entry)
+    return entries
+
+
+def model_specs(config: dict, experiment: str) -> list[ModelSpec]:
+    """Every model of an experiment with its space and merged hyper-parameters.
+
+    Precedence (last wins): model defaults < top-level ``model_params[model]``
+    < experiment ``model_params[model]`` < the entry's own ``params``;
+    ``seed`` and ``device`` come from the top-level keys.
+    """
+    exp = config["experiments"][experiment]
+    modality = dataset_of(config, experiment).get("modality", "features")
+    specs = []
+    for entry in _model_entries(exp):
+        model = entry.get("model", entry["name"])
+        default_space = (
+            "latent"
+            if model in model_registry.LATENT_ONLY
+            or (model in model_registry.LATENT_BY_DEFAULT and modality != "features")
+            else "data"
+        )
+        space = entry.get("space", default_space)
+        params = {
+            **config.get("model_params", {}).get(model, {}),
+            **exp.get("model_params", {}).get(model, {}),
+            **entry.get("params", {}),
+            "seed": int(config.get("seed", 0)),
+            "device": config.get("device", "auto"),
+        }
+        specs.append(ModelSpec(label=entry["name"], model=model, space=space, params=params))
+    return specs
+
+
+def check_config(config: dict) -> None:
+    """Raise :class:`ConfigError` naming the first problem found."""
+    datasets = config.get("datasets", {})
+    experiments = config.get("experiments", {})
+    if not experiments:
+        raise ConfigError("the config declares no experiments")
+    for name in config.get("run") or []:
+        if name not in experiments:
+            raise ConfigError(f"run: unknown experiment {name!r}; declared: {', '.join(experiments)}")
+    for model, params in config.get("model_params", {}).items():
+        _check_params(model, params, "model_params")
+    for exp_name, exp in experiments.items():
+        where = f"experiments.{exp_name}"
+        if exp["dataset"] not in datasets:
+            raise ConfigError(
+                f"{where}.dataset: unknown dataset {exp['dataset']!r}; declared: {', '.join(datasets) or 'none'}"
+            )
+        setting = exp.get("setting", "iid")
+        if setting not in SETTINGS:
+            raise ConfigError(f"{where}.setting: unknown setting {setting!r}; use one of {', '.join(SETTINGS)}")
+        if setting != "iid":
+            if not exp.get("holdout_key"):
+                raise ConfigError(f"{where}: setting {setting} needs holdout_key (the obs column to hold out)")
+            if not exp.get("holdouts"):
+                raise ConfigError(f"{where}: setting {setting} needs at least one value in holdouts")
+        for model, params in exp.get("model_params", {}).items():
+            _check_params(model, params, f"{where}.model_params")
+        labels = set()
+        for entry in _model_entries(exp):
+            model = entry.get("model", entry["name"])
+            _check_params(model, entry.get("params", {}), f"{where}.models.{entry['name']}")
+            if entry["name"] in labels:
+                raise ConfigError(f"{where}.models: label {entry['name']!r} is used twice")
+            labels.add(entry["name"])
+            if model in model_registry.LATENT_ONLY and entry.get("space") == "data":
+                raise ConfigError(f"{where}.models.{entry['name']}: {model} only works in the latent space")
+
+
+def _check_params(model: str, params: dict, where: str) -> None:
+    try:
+        cls = model_registry.get(model)
+    except KeyError as err:
+        raise ConfigError(f"{where}: {err.args[0]}") from None
+    known = set(cls.default_params()) - WORKFLOW_PARAMS
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown hyper-parameter(s) {', '.join(unknown)} for model {model!r}; "
+            f"known: {', '.join(sorted(known))}"
+        )
+
+
+def config_hash(config: dict) -> str:
+    """Stable short hash of a config, recorded in provenance."""
+    blob = json.dumps(config, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]

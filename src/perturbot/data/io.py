@@ -1,0 +1,122 @@
+"""Load a configured dataset into AnnData and check it before any work starts."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+from scipy import sparse
+
+from perturbot.data.synthetic import make_synthetic
+
+
+class DataError(ValueError):
+    """The data do not match what the config says about them."""
+
+
+def read_source(spec: dict, *, name: str = "dataset", base_dir: str | Path = ".") -> ad.AnnData:
+    """Read a dataset: the embedded generator, a local ``.h5ad``, or a verified download."""
+    source = spec["source"]
+    if source == "synthetic":
+        return make_synthetic(spec.get("modality", "features"), **spec.get("synthetic", {}))
+    if isinstance(source, dict):
+        from perturbot.data.download import fetch
+
+        path = fetch(source, name=name)
+    else:
+        path = Path(base_dir) / source
+    if not Path(path).exists():
+        raise DataError(f"dataset {name!r}: file {path} does not exist")
+    return ad.read_h5ad(path)
+
+
+def derive_columns(adata: ad.AnnData, derive: dict[str, dict], name: str = "dataset") -> None:
+    """Add obs columns computed by a regex with one group from another column (in place)."""
+    for column, rule in derive.items():
+        source = rule["from"]
+        if source not in adata.obs:
+            raise DataError(f"dataset {name!r}: derive_obs.{column} reads missing obs column {source!r}")
+        pattern = re.compile(rule["regex"])
+        if pattern.groups < 1:
+            raise DataError(f"dataset {name!r}: derive_obs.{column} regex needs one capture group")
+        values = adata.obs[source].astype(str)
+        extracted = values.str.extract(pattern, expand=False)
+        if isinstance(extracted, pd.DataFrame):
+            extracted = extracted.iloc[:, 0]
+        missing = extracted.isna()
+        if missing.any():
+            raise DataError(
+                f"dataset {name!r}: derive_obs.{column} regex {rule['regex']!r} does not match "
+                f"{int(missing.sum())} value(s) of {source!r}, e.g. {values[missing].iloc[0]!r}"
+            )
+        adata.obs[column] = pd.Categorical(extracted)
+
+
+def select_matrix(adata: ad.AnnData, layer: str | None, name: str = "dataset") -> ad.AnnData:
+    """Return a copy whose X is the configured layer, as float32."""
+    if layer is not None:
+        if layer not in adata.layers:
+            raise DataError(
+                f"dataset {name!r}: layer {layer!r} not found; layers: {', '.join(adata.layers) or 'none'}"
+            )
+        x = adata.layers[layer]
+    else:
+        x = adata.X
+    out = ad.AnnData(
+        x.astype(np.float32) if not sparse.issparse(x) else sparse.csr_matrix(x, dtype=np.float32),
+        obs=adata.obs.copy(),
+        var=adata.var.copy(),
+        obsm={k: v for k, v in adata.obsm.items() if k.startswith("X_true_")},
+    )
+    return out
+
+
+def check_dataset(adata: ad.AnnData, spec: dict, name: str = "dataset") -> list[str]:
+    """Validate obs columns, control and perturbation names, and values. Returns the perturbations."""
+    key, control = spec.get("condition_key", "condition"), spec.get("control", "control")
+    if key not in adata.obs:
+        raise DataError(
+            f"dataset {name!r}: condition_key {key!r} is not an obs column; columns: {', '.join(adata.obs.columns)}"
+        )
+    conditions = adata.obs[key].astype(str)
+    present = list(pd.unique(conditions))
+    if control not in present:
+        raise DataError(
+            f"dataset {name!r}: control value {control!r} does not occur in obs[{key!r}]; "
+            f"values: {', '.join(sorted(present)[:20])}"
+        )
+    wanted = spec.get("perturbations", "all")
+    if wanted == "all":
+        perturbations = sorted(p for p in present if p != control)
+    else:
+        unknown = [p for p in wanted if p not in present]
+        if unknown:
+            raise DataError(
+                f"dataset {name!r}: unknown perturbation(s) {', '.join(map(repr, unknown))} in obs[{key!r}]"
+            )
+        perturbations = list(wanted)
+    if not perturbations:
+        raise DataError(f"dataset {name!r}: no perturbed cells (only {control!r} in obs[{key!r}])")
+    x = adata.X.data if sparse.issparse(adata.X) else np.asarray(adata.X)
+    if not np.isfinite(x).all():
+        raise DataError(f"dataset {name!r}: the expression matrix contains NaN or infinite values")
+    modality = spec.get("modality", "features")
+    if modality == "counts" and (x < 0).any():
+        raise DataError(f"dataset {name!r}: modality counts but the matrix has negative values")
+    return perturbations
+
+
+def load_dataset(spec: dict, name: str = "dataset", base_dir: str | Path = ".") -> tuple[ad.AnnData, list[str]]:
+    """Read, derive columns, pick the matrix, keep control + chosen perturbations, and check."""
+    raw = read_source(spec, name=name, base_dir=base_dir)
+    derive_columns(raw, spec.get("derive_obs", {}), name)
+    adata = select_matrix(raw, spec.get("layer"), name)
+    perturbations = check_dataset(adata, spec, name)
+    key, control = spec.get("condition_key", "condition"), spec.get("control", "control")
+    keep = adata.obs[key].astype(str).isin([control, *perturbations]).to_numpy()
+    adata = adata[keep].copy()
+    adata.obs[key] = pd.Categorical(adata.obs[key].astype(str), categories=[control, *perturbations])
+    return adata, perturbations
