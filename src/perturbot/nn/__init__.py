@@ -1,0 +1,1 @@
+"""Neural network building blocks (torch modules), apart from the solvers that train them."""
