@@ -1,0 +1,140 @@
+"""Conditional autoencoder baseline (``cae``), as compared against in the CellOT paper.
+
+One network for all conditions: a one-hot label (control or a perturbation) is
+appended to the encoder's and the decoder's inputs. A prediction encodes control
+cells with the control label and decodes them with the perturbation's label.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from perturbot.models.autoencoder import ReconstructionModel
+from perturbot.models.base import as_float_array
+
+#: Condition name of the source (control) cells; label 0 of the one-hot code.
+CONTROL = "control"
+#: Perturbation name used by ``fit(source, target)``.
+SINGLE = "perturbed"
+
+#: The CellOT paper's cAE for 4i features (``ConditionalAutoencoder(**CAE_FEATURES_PRESET)``).
+CAE_FEATURES_PRESET: dict[str, Any] = {
+    "hidden_units": (32, 32),
+    "latent_dim": 8,
+    "dropout": 0.0,
+    "lr": 1e-4,
+    "weight_decay": 0.0,
+    "lr_step": 0,
+    "n_iters": 250_000,
+    "eval_every": 500,
+}
+
+
+class ConditionalAutoencoder(ReconstructionModel):
+    """cAE: reconstructs every condition's cells, trained once on all perturbations.
+
+    Batches are class-balanced over control and the perturbations; the kept
+    weights are those with the lowest validation reconstruction loss.
+    """
+
+    name = "cae"
+    multi_perturbation = True
+
+    def __init__(
+        self,
+        hidden_units: Sequence[int] = (512, 512),
+        latent_dim: int = 50,
+        dropout: float = 0.0,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-5,
+        lr_step: int = 100_000,
+        batch_size: int = 256,
+        n_iters: int = 250_000,
+        eval_every: int = 2_500,
+        checkpoint_every: int = 1_000,
+        val_cells: int = 2_000,
+        seed: int = 0,
+        device: str = "auto",
+    ) -> None:
+        self.hidden_units = tuple(hidden_units)
+        self.latent_dim = latent_dim
+        self.dropout = dropout
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.lr_step = lr_step
+        self.batch_size = batch_size
+        self.n_iters = n_iters
+        self.eval_every = eval_every
+        self.checkpoint_every = checkpoint_every
+        self.val_cells = val_cells
+        self.seed = seed
+        self.device = device
+
+    def fit(self, source: Any, target: Any, *, checkpoint: str | Path | None = None) -> "ConditionalAutoencoder":
+        """One perturbation, named ``"perturbed"``."""
+        return self.fit_many(source, {SINGLE: target}, checkpoint=checkpoint)
+
+    def fit_many(
+        self, source: Any, targets: dict[str, Any], *, checkpoint: str | Path | None = None
+    ) -> "ConditionalAutoencoder":
+        """Train on control (label 0) and each perturbation (labels 1..P, in dict order)."""
+        if not targets:
+            raise ValueError("targets must hold at least one perturbation")
+        if CONTROL in targets:
+            raise ValueError(f"{CONTROL!r} is reserved for the source cells; rename that perturbation")
+        source = as_float_array(source, "source")
+        blocks = [source]
+        for name, target in targets.items():
+            target = as_float_array(target, f"target {name!r}")
+            if target.shape[1] != source.shape[1]:
+                raise ValueError(
+                    f"target {name!r} has {target.shape[1]} features but source has {source.shape[1]}"
+                )
+            blocks.append(target)
+        labels = np.concatenate([np.full(len(b), i, dtype=np.int64) for i, b in enumerate(blocks)])
+        self.perturbations_ = [str(p) for p in targets]
+        self._train(np.concatenate(blocks), labels, n_conditions=len(blocks), checkpoint=checkpoint)
+        return self
+
+    def _label(self, condition: str) -> int:
+        if condition == CONTROL:
+            return 0
+        if condition not in self.perturbations_:
+            raise KeyError(
+                f"unknown condition {condition!r}; known: {', '.join([CONTROL, *self.perturbations_])}"
+            )
+        return 1 + self.perturbations_.index(condition)
+
+    def _resolve(self, perturbation: str | None) -> str:
+        self._check_fitted()
+        if perturbation is None:
+            if len(self.perturbations_) != 1:
+                raise ValueError(
+                    f"trained on {len(self.perturbations_)} perturbations; pass perturbation= one of "
+                    f"{', '.join(self.perturbations_)}"
+                )
+            return self.perturbations_[0]
+        return perturbation
+
+    def encode(self, x: Any, condition: str = CONTROL) -> np.ndarray:
+        """Latent codes of cells observed under ``condition``."""
+        x = self._check_input(x)
+        return self._apply(self.net_.encode, x, self._label(condition))
+
+    def decode(self, z: Any, condition: str = CONTROL) -> np.ndarray:
+        """Cells under ``condition`` from latent codes."""
+        z = self._check_latent(z)
+        return self._apply(self.net_.decode, z, self._label(condition))
+
+    def transport(self, x: Any, perturbation: str | None = None) -> np.ndarray:
+        """Encode as control, decode as ``perturbation``."""
+        target = self._label(self._resolve(perturbation))
+        z = self._apply(self.net_.encode, self._check_input(x), 0)
+        return self._apply(self.net_.decode, z, target)
+
+    def _get_state(self) -> dict[str, Any]:
+        return {**super()._get_state(), "perturbations_": list(self.perturbations_)}
