@@ -1,0 +1,144 @@
+"""Input-convex neural networks (ICNNs), stacked so that P of them train as one module.
+
+CellOT's potentials (Makkuva et al. 2020; Bunne et al. 2023): for hidden widths
+``h_0..h_{L-1}``
+
+    z_0 = leaky(A_0 x + b_0)^2
+    z_l = leaky(W_l z_{l-1} + A_l x + b_l)          l = 1..L-1
+    out = W_L z_{L-1} + A_L x + b_L                  (a scalar)
+
+with LeakyReLU slope 0.2. The network is convex in ``x`` whenever every ``W_l``
+is non-negative (leaky ReLU is convex and non-decreasing, the square of a
+leaky ReLU is convex). ``W_l`` have no bias, ``A_l`` have one; all weights
+start uniform on (0, ``init_scale``) and the biases at zero.
+
+Every weight carries a leading model axis ``P`` (shape ``(P, out, in)``) and
+inputs are ``(P, n, d)``, so P independent potentials (one per perturbation)
+evaluate with batched matrix products. The ``A_l`` of all layers are stored as
+one ``(P, sum(h) + 1, d)`` matrix: one product computes every skip connection,
+and one product maps the backpropagated signals of all layers back to ``x``.
+
+``gradient`` writes out the backward pass of the network as ordinary tensor
+operations, so the transport map ``T = grad g`` needs no ``autograd.grad`` call,
+runs under ``torch.no_grad`` at inference, and stays differentiable with
+respect to the weights during training (what ``create_graph=True`` gives).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+class StackedICNN(nn.Module):
+    """``n_models`` independent ICNNs on ``in_features`` inputs, evaluated together."""
+
+    def __init__(
+        self,
+        n_models: int,
+        in_features: int,
+        hidden_units: Sequence[int] = (64, 64, 64, 64),
+        negative_slope: float = 0.2,
+        init_scale: float = 0.1,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__()
+        hidden = [int(h) for h in hidden_units]
+        if not hidden or min(hidden) < 1:
+            raise ValueError(f"hidden_units must be a non-empty list of positive widths, got {hidden_units!r}")
+        if n_models < 1 or in_features < 1:
+            raise ValueError(f"need n_models >= 1 and in_features >= 1, got {n_models}, {in_features}")
+        self.n_models = int(n_models)
+        self.in_features = int(in_features)
+        self.hidden_units = hidden
+        self.negative_slope = float(negative_slope)
+        widths = hidden + [1]
+
+        def uniform(*shape: int) -> nn.Parameter:
+            return nn.Parameter(torch.rand(n_models, *shape, generator=generator) * init_scale)
+
+        # A_0..A_L stacked along the output axis, bias zero.
+        self.A = uniform(sum(widths), in_features)
+        self.b = nn.Parameter(torch.zeros(n_models, sum(widths)))
+        # W_1..W_L: (P, h_l, h_{l-1}); the last one maps to the scalar output.
+        self.W = nn.ParameterList([uniform(o, i) for i, o in zip(widths[:-1], widths[1:])])
+
+    # ------------------------------------------------------------ evaluation
+    def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
+        """Output (P, n) plus what the backward pass needs: pre-activations and leaky(s_0)."""
+        if x.dim() != 3 or x.shape[0] != self.n_models or x.shape[2] != self.in_features:
+            raise ValueError(
+                f"expected input of shape ({self.n_models}, n, {self.in_features}), got {tuple(x.shape)}"
+            )
+        u = torch.baddbmm(self.b.unsqueeze(1), x, self.A.transpose(1, 2))
+        skips = u.split(self.hidden_units + [1], dim=-1)
+        s = skips[0]
+        a0 = F.leaky_relu(s, self.negative_slope)
+        z = a0 * a0
+        pre = [s]
+        for W, skip in zip(self.W[:-1], skips[1:-1]):
+            s = torch.baddbmm(skip, z, W.transpose(1, 2))
+            z = F.leaky_relu(s, self.negative_slope)
+            pre.append(s)
+        out = torch.baddbmm(skips[-1], z, self.W[-1].transpose(1, 2)).squeeze(-1)
+        return out, pre, a0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Potential values, shape (P, n)."""
+        return self._forward(x)[0]
+
+    def value_and_gradient(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Potential (P, n) and its gradient in ``x`` (P, n, d), differentiable in the weights."""
+        out, pre, a0 = self._forward(x)
+        n = x.shape[1]
+        W = list(self.W)
+        # d out / d z_{L-1} is the last W row, the same for every sample.
+        dz = W[-1].expand(-1, n, -1)
+        deltas = []
+        for layer in range(len(pre) - 1, 0, -1):
+            ds = _leaky_relu_backward(dz, pre[layer], self.negative_slope)
+            deltas.append(ds)
+            dz = torch.bmm(ds, W[layer - 1])
+        deltas.append(_leaky_relu_backward(2.0 * dz * a0, pre[0], self.negative_slope))
+        deltas.reverse()
+        A_hidden, A_out = self.A[:, :-1], self.A[:, -1:]
+        grad = torch.baddbmm(A_out, torch.cat(deltas, dim=-1), A_hidden)
+        return out, grad
+
+    def gradient(self, x: torch.Tensor) -> torch.Tensor:
+        """The transport map ``grad potential(x)``, shape (P, n, d)."""
+        return self.value_and_gradient(x)[1]
+
+    @torch.no_grad()
+    def select(self, indices: Sequence[int]) -> "StackedICNN":
+        """A detached copy holding only the models at ``indices`` (cheap inference on a few)."""
+        sub = StackedICNN(len(indices), self.in_features, self.hidden_units, self.negative_slope)
+        idx = torch.as_tensor(list(indices), dtype=torch.long, device=self.A.device)
+        sub.load_state_dict({k: v.index_select(0, idx) for k, v in self.state_dict().items()})
+        return sub.to(self.A.device)
+
+    # ------------------------------------------------------------ convexity
+    @torch.no_grad()
+    def clamp_weights_(self) -> None:
+        """Project every W onto the non-negative orthant (keeps the network convex)."""
+        for W in self.W:
+            W.clamp_(min=0)
+
+    def negative_weight_penalty(self) -> torch.Tensor:
+        """Per model, sum over layers of the Frobenius norm of the negative part of W, shape (P,)."""
+        return sum(torch.linalg.vector_norm(torch.relu(-W), dim=(1, 2)) for W in self.W)
+
+    @torch.no_grad()
+    def negative_weight_share(self) -> torch.Tensor:
+        """Per model, the fraction of W entries below zero, shape (P,)."""
+        negative = sum((W < 0).sum((1, 2)) for W in self.W)
+        total = sum(W[0].numel() for W in self.W)
+        return negative.double() / total
+
+
+def _leaky_relu_backward(grad: torch.Tensor, pre: torch.Tensor, slope: float) -> torch.Tensor:
+    """``grad * leaky_relu'(pre)`` in one kernel; differentiable in ``grad`` (as autograd's own)."""
+    return torch.ops.aten.leaky_relu_backward(grad, pre, slope, False)
