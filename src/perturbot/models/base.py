@@ -138,7 +138,7 @@ class PerturbationModel:
             "params": self.get_params(),
             "state": self._get_state(),
         }
-        (directory / MODEL_JSON).write_text(json.dumps(meta, indent=2, default=_json_default))
+        (directory / MODEL_JSON).write_text(json.dumps(meta, indent=2, default=json_default))
         return directory
 
     @classmethod
@@ -162,7 +162,7 @@ class PerturbationModel:
         return model
 
 
-def _json_default(obj: Any) -> Any:
+def json_default(obj: Any) -> Any:
     if isinstance(obj, (np.integer,)):
         return int(obj)
     if isinstance(obj, (np.floating,)):

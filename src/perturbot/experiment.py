@@ -1,0 +1,228 @@
+"""What the workflow's rules do, as plain functions on files (thin rules call these).
+
+Roles of the cells of a prepared (experiment, holdout) AnnData:
+training source = control cells of the training split; training target = a
+perturbation's cells of the training split; model input = control cells of
+the test split; evaluation target = a perturbation's test cells not marked
+``reference``; observed's prediction = its ``reference`` cells.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+
+from perturbot import models as registry
+from perturbot.config import ModelSpec
+from perturbot.metrics import all_metrics
+from perturbot.models.base import PerturbationModel, json_default
+from perturbot.training import set_threads
+
+log = logging.getLogger(__name__)
+
+JOINT = "_joint"
+AUTOENCODER_PRESETS = {
+    # the papers' settings: 4i features and scRNA-seq
+    "features": {"hidden_units": [32, 32], "latent_dim": 8, "dropout": 0.05, "n_iters": 100_000},
+    "scrna": {"hidden_units": [512, 512], "latent_dim": 50, "dropout": 0.0, "n_iters": 250_000},
+}
+
+
+def _info(adata: ad.AnnData) -> dict:
+    return adata.uns["perturbot"]
+
+
+def _mask(adata: ad.AnnData, condition: str, split: str) -> np.ndarray:
+    info = _info(adata)
+    return ((adata.obs[info["condition_key"]].astype(str) == condition) & (adata.obs["split"] == split)).to_numpy()
+
+
+def training_source(adata: ad.AnnData) -> np.ndarray:
+    return adata.X[_mask(adata, _info(adata)["control"], "train")]
+
+
+def training_target(adata: ad.AnnData, perturbation: str) -> np.ndarray:
+    return adata.X[_mask(adata, perturbation, "train")]
+
+
+def model_input(adata: ad.AnnData) -> ad.AnnData:
+    return adata[_mask(adata, _info(adata)["control"], "test")]
+
+
+def evaluation_target(adata: ad.AnnData, perturbation: str) -> np.ndarray:
+    mask = _mask(adata, perturbation, "test")
+    if _info(adata)["setting"] != "iid":
+        mask &= ~adata.obs["reference"].to_numpy()
+    return adata.X[mask]
+
+
+def observed_reference(adata: ad.AnnData, perturbation: str) -> np.ndarray:
+    info = _info(adata)
+    mask = (adata.obs[info["condition_key"]].astype(str) == perturbation).to_numpy() & adata.obs["reference"].to_numpy()
+    return adata.X[mask]
+
+
+def build_model(spec: ModelSpec, autoencoder_dir: str | Path | None = None) -> PerturbationModel:
+    """Instantiate a model; latent-space models are wrapped around the shared autoencoder."""
+    model = registry.get(spec.model)(**spec.params)
+    if spec.needs_autoencoder:
+        from perturbot.latent import LatentModel
+        from perturbot.models.autoencoder import AutoEncoder
+
+        if autoencoder_dir is None:
+            raise ValueError(f"model {spec.label!r} runs in the latent space but no autoencoder was given")
+        model = LatentModel(model, AutoEncoder.load(autoencoder_dir))
+    return model
+
+
+def load_model(model_dir: str | Path, spec: ModelSpec) -> PerturbationModel:
+    if spec.needs_autoencoder:
+        from perturbot.latent import LatentModel
+
+        return LatentModel.load(model_dir)
+    return PerturbationModel.load(model_dir)
+
+
+def train(
+    data_path: str | Path,
+    spec: ModelSpec,
+    perturbations: list[str],
+    out_dir: str | Path,
+    *,
+    autoencoder_dir: str | Path | None = None,
+    checkpoint: str | Path | None = None,
+    threads: int = 1,
+) -> PerturbationModel:
+    """Fit one model on one perturbation, or jointly on several, and save it with its history."""
+    set_threads(threads)
+    adata = ad.read_h5ad(data_path)
+    source = training_source(adata)
+    model = build_model(spec, autoencoder_dir)
+    fit_kwargs: dict[str, Any] = {"checkpoint": checkpoint} if checkpoint else {}
+    if spec.model == "observed":
+        # the lower bound: real perturbed cells the evaluation never sees
+        model.fit(source, observed_reference(adata, perturbations[0]))
+    elif len(perturbations) > 1 or perturbations == [] or _is_joint_only(spec):
+        model.fit_many(source, {p: training_target(adata, p) for p in perturbations}, **fit_kwargs)
+    else:
+        model.fit(source, training_target(adata, perturbations[0]), **fit_kwargs)
+    out_dir = Path(out_dir)
+    model.save(out_dir)
+    history = getattr(model, "history_", None)
+    frame = history if isinstance(history, pd.DataFrame) else pd.DataFrame()
+    frame.to_csv(out_dir / "history.csv", index=False)
+    (out_dir / "preprocessing.json").write_text(json.dumps(_info(adata)["recipe"], indent=1, default=json_default))
+    return model
+
+
+def _is_joint_only(spec: ModelSpec) -> bool:
+    return spec.model == "cae"
+
+
+def predict_and_evaluate(
+    data_path: str | Path,
+    model_dir: str | Path,
+    spec: ModelSpec,
+    perturbation: str,
+    *,
+    experiment: str,
+    out_prediction: str | Path,
+    out_metrics: str | Path,
+    threads: int = 1,
+) -> pd.DataFrame:
+    """Transport the test control cells, write the predicted cells and their metrics."""
+    set_threads(threads)
+    adata = ad.read_h5ad(data_path)
+    info = _info(adata)
+    model = load_model(model_dir, spec)
+    inputs = model_input(adata)
+    x = np.asarray(inputs.X)
+    kwargs = {"perturbation": perturbation} if getattr(model, "perturbations_", None) else {}
+    predicted = np.asarray(model.transport(x, **kwargs), dtype=np.float32)
+    target = evaluation_target(adata, perturbation)
+
+    pred = ad.AnnData(predicted, obs=inputs.obs.copy(), var=adata.var.copy())
+    pred.obs["perturbation"] = perturbation
+    pred.obs["model"] = spec.label
+    if spec.model != "observed":
+        pred.obs["transport_cost"] = ((predicted - x) ** 2).sum(1)
+    pred.uns["perturbot"] = {**info, "model": spec.label, "perturbation": perturbation}
+    _atomic_write_h5ad(pred, out_prediction)
+
+    truth_key = f"X_true_{perturbation}"
+    truth = None
+    if spec.model != "observed" and truth_key in inputs.obsm:
+        truth = np.asarray(inputs.obsm[truth_key])
+    markers = info.get("markers", {}).get(perturbation)
+    rows = _metric_rows(predicted, target, truth, adata.var_names, markers)
+    frame = pd.DataFrame(
+        [
+            {
+                "experiment": experiment,
+                "setting": info["setting"],
+                "holdout": info["holdout"],
+                "model": spec.label,
+                "perturbation": perturbation,
+                "metric": metric,
+                "value": value,
+            }
+            for metric, value in rows.items()
+        ]
+    )
+    frame.to_csv(out_metrics, index=False)
+    return frame
+
+
+def _metric_rows(predicted, target, truth, var_names, markers) -> dict[str, float]:
+    """mmd on marker genes where they exist (scRNA-seq), other metrics on every feature."""
+    columns = pd.Index(var_names).get_indexer(markers) if markers else None
+    return all_metrics(predicted, target, truth, mmd_features=columns)
+
+
+def _atomic_write_h5ad(adata: ad.AnnData, path: str | Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.h5ad")
+    adata.write_h5ad(tmp)
+    tmp.replace(path)
+
+
+def aggregate_metrics(paths: list[str | Path], out: str | Path) -> pd.DataFrame:
+    frame = pd.concat([pd.read_csv(p) for p in paths], ignore_index=True)
+    frame = frame.sort_values(["experiment", "holdout", "model", "perturbation", "metric"], kind="stable")
+    frame.to_csv(out, index=False)
+    return frame
+
+
+def train_autoencoder(
+    data_path: str | Path,
+    out_dir: str | Path,
+    *,
+    params: dict | None = None,
+    seed: int = 0,
+    device: str = "auto",
+    checkpoint: str | Path | None = None,
+    threads: int = 1,
+) -> PerturbationModel:
+    """Fit the shared autoencoder on the training split (all conditions, class-balanced)."""
+    from perturbot.models.autoencoder import AutoEncoder
+
+    set_threads(threads)
+    adata = ad.read_h5ad(data_path)
+    info = _info(adata)
+    train_cells = adata[adata.obs["split"] == "train"]
+    preset = AUTOENCODER_PRESETS["features" if info["recipe"]["modality"] == "features" else "scrna"]
+    model = AutoEncoder(**{**preset, **(params or {}), "seed": seed, "device": device})
+    labels = train_cells.obs[info["condition_key"]].astype(str).to_numpy()
+    model.fit(np.asarray(train_cells.X), labels=labels, **({"checkpoint": checkpoint} if checkpoint else {}))
+    out_dir = Path(out_dir)
+    model.save(out_dir)
+    history = getattr(model, "history_", None)
+    (history if isinstance(history, pd.DataFrame) else pd.DataFrame()).to_csv(out_dir / "history.csv", index=False)
+    return model

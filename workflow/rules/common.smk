@@ -1,0 +1,91 @@
+import re
+import json
+
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+from perturbot.config import (
+    ConfigError,
+    check_config,
+    dataset_of,
+    experiments_to_run,
+    holdouts,
+    model_specs,
+)
+from perturbot.slugs import slugify
+
+try:
+    validate(config, schema="../schemas/config.schema.yaml")
+    check_config(config)
+except ConfigError as err:
+    raise WorkflowError(f"Invalid configuration: {err}") from None
+
+EXPERIMENTS = list(config["experiments"])
+SPECS = {exp: {s.label: s for s in model_specs(config, exp)} for exp in EXPERIMENTS}
+# device: cuda makes every training job ask the scheduler for one GPU
+GPU_REQUEST = 1 if config["device"] == "cuda" else 0
+
+
+wildcard_constraints:
+    experiment="|".join(map(re.escape, EXPERIMENTS)) if EXPERIMENTS else "^$",
+    holdout=r"[A-Za-z0-9.\-][A-Za-z0-9._\-]*",
+    model=r"[A-Za-z0-9.\-][A-Za-z0-9._\-]*",
+    perturbation=r"[A-Za-z0-9.\-][A-Za-z0-9._\-]*",
+
+
+def spec(wildcards):
+    return SPECS[wildcards.experiment][wildcards.model]
+
+
+def holdout_slugs(experiment):
+    return [slugify(h) for h in holdouts(config, experiment)]
+
+
+def uses_autoencoder(experiment):
+    return any(s.needs_autoencoder for s in SPECS[experiment].values())
+
+
+def trains_jointly(experiment, label):
+    s = SPECS[experiment][label]
+    if s.model == "cae":
+        return True
+    return config["experiments"][experiment]["joint_training"] and s.model in ("cellot", "w1ot")
+
+
+def data_info(experiment):
+    """Perturbations of an experiment, known once its data are prepared (a checkpoint)."""
+    data_dir = checkpoints.prepare_data.get(experiment=experiment).output[0]
+    with open(f"{data_dir}/perturbations.json") as fh:
+        return json.load(fh)
+
+
+def metric_files(wildcards):
+    info = data_info(wildcards.experiment)
+    return [
+        f"results/{wildcards.experiment}/metrics/{h}/{m}/{p}.csv"
+        for h in holdout_slugs(wildcards.experiment)
+        for m in SPECS[wildcards.experiment]
+        for p in info["slugs"]
+    ]
+
+
+def prediction_files(wildcards):
+    info = data_info(wildcards.experiment)
+    return [
+        f"results/{wildcards.experiment}/predictions/{h}/{m}/{p}.h5ad"
+        for h in holdout_slugs(wildcards.experiment)
+        for m in SPECS[wildcards.experiment]
+        for p in info["slugs"]
+    ]
+
+
+FIGURES = ["mmd_boxplot", "marginals"]
+
+
+def all_targets(wildcards):
+    targets = []
+    for exp in experiments_to_run(config):
+        targets.append(f"results/{exp}/metrics.csv")
+        targets.append(f"results/{exp}/provenance.json")
+        targets += [f"results/{exp}/figures/{name}.pdf" for name in FIGURES]
+    return targets

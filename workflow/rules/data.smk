@@ -1,0 +1,21 @@
+checkpoint prepare_data:
+    """Load, check, split and preprocess the data of every holdout of an experiment.
+
+    One job per experiment, so that a bad dataset stops the run before any training.
+    """
+    output:
+        directory("results/{experiment}/data"),
+    log:
+        "results/{experiment}/logs/prepare_data.log",
+    params:
+        dataset=lambda wc: dataset_of(config, wc.experiment),
+        experiment=lambda wc: config["experiments"][wc.experiment],
+        holdouts=lambda wc: holdouts(config, wc.experiment),
+        seed=config["seed"],
+    threads: 1
+    resources:
+        mem_mb=4000,
+    conda:
+        "../../envs/analysis.yaml"
+    script:
+        "../scripts/prepare_data.py"

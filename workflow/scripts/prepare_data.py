@@ -1,0 +1,47 @@
+"""Rule prepare_data: one prepared .h5ad per holdout plus perturbations.json."""
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from perturbot.data.io import DataError, load_dataset
+from perturbot.logs import log_to_file
+from perturbot.preprocessing import prepare
+from perturbot.slugs import slug_map, slugify
+
+log_to_file(snakemake.log[0])
+exp = snakemake.params.experiment
+dataset = snakemake.params.dataset
+out = Path(snakemake.output[0])
+tmp = out.with_name(out.name + ".tmp")
+shutil.rmtree(tmp, ignore_errors=True)
+tmp.mkdir(parents=True)
+try:
+    adata, perturbations = load_dataset(dataset, name=exp["dataset"])
+    for holdout in snakemake.params.holdouts:
+        prepared = prepare(
+            adata,
+            perturbations=perturbations,
+            condition_key=dataset["condition_key"],
+            control=dataset["control"],
+            modality=dataset["modality"],
+            setting=exp["setting"],
+            holdout_key=exp["holdout_key"],
+            holdout=holdout,
+            test_fraction=exp["test_fraction"],
+            min_cells=exp["min_cells"],
+            n_hvg=exp["n_hvg"],
+            n_markers=exp["n_markers"],
+            max_cells=exp["max_cells"],
+            seed=snakemake.params.seed,
+        )
+        prepared.write_h5ad(tmp / f"{slugify(holdout)}.h5ad")
+    info = {"perturbations": perturbations, "slugs": slug_map(perturbations)}
+    (tmp / "perturbations.json").write_text(json.dumps(info, indent=1))
+except (DataError, ValueError) as err:
+    shutil.rmtree(tmp, ignore_errors=True)
+    print(f"\nData error in experiment {snakemake.wildcards.experiment!r}: {err}\n", file=sys.stderr)
+    sys.exit(1)
+shutil.rmtree(out, ignore_errors=True)
+tmp.rename(out)
