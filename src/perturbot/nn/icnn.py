@@ -115,10 +115,13 @@ class StackedICNN(nn.Module):
     @torch.no_grad()
     def select(self, indices: Sequence[int]) -> "StackedICNN":
         """A detached copy holding only the models at ``indices`` (cheap inference on a few)."""
-        sub = StackedICNN(len(indices), self.in_features, self.hidden_units, self.negative_slope)
+        # a private generator for the throw-away initial values keeps torch's global RNG untouched
+        sub = StackedICNN(
+            len(indices), self.in_features, self.hidden_units, self.negative_slope, generator=torch.Generator()
+        ).to(device=self.A.device, dtype=self.A.dtype)
         idx = torch.as_tensor(list(indices), dtype=torch.long, device=self.A.device)
         sub.load_state_dict({k: v.index_select(0, idx) for k, v in self.state_dict().items()})
-        return sub.to(self.A.device)
+        return sub
 
     # ------------------------------------------------------------ convexity
     @torch.no_grad()

@@ -1,0 +1,319 @@
+"""CellOT: the learned W2 map against closed-form Gaussian maps, convexity, persistence, resume."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy.linalg import sqrtm
+
+from perturbot import training
+from perturbot.models import NotFittedError, PerturbationModel, get
+from perturbot.models.cellot import CellOT, _Trainer
+from perturbot.nn.icnn import StackedICNN
+
+torch.set_num_threads(1)
+
+# The solver check uses its own schedule (larger lr, fewer inner steps), not the paper's.
+FAST = dict(lr=1e-3, n_inner_iters=5, eval_every=100, device="cpu")
+
+
+def _spd(rng: np.random.Generator, d: int) -> np.ndarray:
+    q, _ = np.linalg.qr(rng.normal(size=(d, d)))
+    return q @ np.diag(rng.uniform(0.5, 2.0, d)) @ q.T
+
+
+def _sqrtm(a: np.ndarray) -> np.ndarray:
+    return np.real(sqrtm(a))
+
+
+class Gaussians:
+    """N(m1, S1) -> N(m2, S2) with the closed-form W2 map and distance."""
+
+    def __init__(self, d: int, seed: int = 0, n: int = 4000) -> None:
+        rng = np.random.default_rng(seed)
+        self.S1, self.S2 = _spd(rng, d), _spd(rng, d)
+        self.m1, self.m2 = rng.normal(size=d), rng.normal(size=d)
+        r1 = _sqrtm(self.S1)
+        r1_inv = np.linalg.inv(r1)
+        cross = _sqrtm(r1 @ self.S2 @ r1)
+        self.A = r1_inv @ cross @ r1_inv
+        self.w2 = float(((self.m1 - self.m2) ** 2).sum() + np.trace(self.S1 + self.S2 - 2 * cross))
+        self.source = rng.multivariate_normal(self.m1, self.S1, n).astype(np.float32)
+        self.target = rng.multivariate_normal(self.m2, self.S2, n).astype(np.float32)
+        self.test = rng.multivariate_normal(self.m1, self.S1, n).astype(np.float32)
+
+    def true_map(self, x: np.ndarray) -> np.ndarray:
+        return (x - self.m1) @ self.A.T + self.m2
+
+    def l2_uvp(self, predicted: np.ndarray, x: np.ndarray) -> float:
+        return float(100 * ((predicted - self.true_map(x)) ** 2).sum(1).mean() / np.trace(self.S2))
+
+
+@pytest.fixture(scope="module")
+def gauss8() -> tuple[Gaussians, CellOT]:
+    problem = Gaussians(8)
+    model = CellOT(n_iters=600, seed=0, **FAST).fit(problem.source, problem.target)
+    return problem, model
+
+
+def _all_tensors(model: CellOT) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in model._get_tensors().items()}
+
+
+def _assert_same_weights(a: CellOT, b: CellOT) -> None:
+    ta, tb = _all_tensors(a), _all_tensors(b)
+    assert ta.keys() == tb.keys()
+    for key in ta:
+        assert torch.equal(ta[key], tb[key]), key
+
+
+# ------------------------------------------------------------------ network
+def test_icnn_gradient_matches_autograd_and_models_are_independent():
+    net = StackedICNN(3, 5, hidden_units=(7, 6, 4), generator=torch.Generator().manual_seed(0)).double()
+    with torch.no_grad():  # negative weights and biases exercise every branch of the gradient
+        for w in net.W:
+            w.sub_(0.05)
+        net.b.normal_(generator=torch.Generator().manual_seed(1))
+    x = torch.randn(3, 50, 5, dtype=torch.float64, requires_grad=True)
+    (reference,) = torch.autograd.grad(net(x).sum(), x, create_graph=True)
+    value, grad = net.value_and_gradient(x)
+    torch.testing.assert_close(grad, reference, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(value, net(x))
+    # second order (what the g step differentiates) agrees with double backward
+    params = list(net.parameters())
+    ours = torch.autograd.grad((grad**2).sum(), params, retain_graph=True)
+    theirs = torch.autograd.grad((reference**2).sum(), params)
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+    # a stacked model is P independent models
+    one = net.select([1])
+    torch.testing.assert_close(one.gradient(x[1:2].detach()), grad[1:2].detach(), rtol=1e-12, atol=1e-12)
+
+
+def test_icnn_init_and_penalty():
+    net = StackedICNN(2, 4, generator=torch.Generator().manual_seed(0))
+    for w in [net.A.detach(), *(w.detach() for w in net.W)]:
+        assert float(w.min()) >= 0 and float(w.max()) <= 0.1
+    assert not net.b.detach().any()
+    assert [tuple(w.shape) for w in net.W] == [(2, 64, 64)] * 3 + [(2, 1, 64)]
+    assert tuple(net.A.shape) == (2, 64 * 4 + 1, 4)
+    assert torch.equal(net.negative_weight_penalty(), torch.zeros(2))
+    with torch.no_grad():
+        net.W[0][0, 0, 0] = -3.0
+        net.W[1][0, 0, 0] = -4.0
+    torch.testing.assert_close(net.negative_weight_penalty(), torch.tensor([7.0, 0.0]))
+    assert float(net.negative_weight_share()[0]) == pytest.approx(2 / (3 * 64 * 64 + 64))
+    with pytest.raises(ValueError, match="hidden_units"):
+        StackedICNN(1, 4, hidden_units=())
+
+
+# ------------------------------------------------------- closed-form ground truth
+def test_gaussian_map_matches_closed_form(gauss8):
+    problem, model = gauss8
+    predicted = model.transport(problem.test)
+    assert predicted.dtype == np.float32 and predicted.shape == problem.test.shape
+    assert problem.l2_uvp(predicted, problem.test) < 5.0
+    # the dual W2 estimate and the learned map's primal cost both match the closed form
+    assert model.w2_estimate(problem.test, problem.target) == pytest.approx(problem.w2, rel=0.05)
+    assert model.transport_cost(problem.test).mean() == pytest.approx(problem.w2, rel=0.05)
+    identity_uvp = problem.l2_uvp(problem.test, problem.test)
+    assert identity_uvp > 100  # the task is far from trivial
+
+
+def test_history_and_best_weights(gauss8):
+    _, model = gauss8
+    hist = model.history_
+    assert list(hist.columns) == ["iteration", "perturbation", "loss_g", "loss_f", "val_mmd", "val_w2"]
+    assert hist["iteration"].tolist() == list(range(100, 601, 100))
+    assert np.isfinite(hist["val_mmd"]).all()
+    best_row = hist.loc[hist["val_mmd"].idxmin()]
+    assert model.best_iteration_ == [int(best_row["iteration"])]
+    assert model.n_iter_ == 600
+
+
+def test_f_is_convex_and_g_reports_negative_share(gauss8):
+    problem, model = gauss8
+    for w in model.f_.W:
+        assert float(w.min()) >= 0
+    rng = np.random.default_rng(1)
+    ts = np.linspace(-3, 3, 61)
+    for _ in range(20):
+        x0, v = problem.test[rng.integers(len(problem.test))], rng.normal(size=8)
+        line = (x0 + ts[:, None] * v).astype(np.float32)
+        values = model.potential_f(line).astype(np.float64)
+        second = values[:-2] - 2 * values[1:-1] + values[2:]
+        assert second.min() >= -1e-4 * max(1.0, np.abs(values).max())
+    share = model.negative_weight_share()
+    assert 0.0 <= share < 0.5
+    assert model.potential_g(problem.test[:10]).shape == (10,)
+
+
+def test_f_weights_nonnegative_after_every_step(monkeypatch):
+    problem = Gaussians(4, n=300)
+    original = _Trainer._f_step
+    seen = []
+
+    def checked(self, y):
+        loss = original(self, y)
+        seen.append(min(float(w.detach().min()) for w in self.f.W))
+        return loss
+
+    monkeypatch.setattr(_Trainer, "_f_step", checked)
+    CellOT(n_iters=15, n_inner_iters=2, lr=0.05, eval_every=5, device="cpu").fit(problem.source, problem.target)
+    assert len(seen) == 15 and min(seen) >= 0
+
+
+def test_fit_many_learns_each_perturbation():
+    rng = np.random.default_rng(3)
+    d = 4
+    source = rng.normal(size=(3000, d)).astype(np.float32)
+    test = rng.normal(size=(2000, d)).astype(np.float32)
+    scale = np.diag([0.5, 1.5, 1.0, 2.0])
+    truths = {
+        "shift": lambda x: x + np.array([2.0, -1.0, 0.0, 1.0]),
+        "scale": lambda x: x @ scale + np.array([-1.0, 0.0, 1.0, 0.0]),
+    }
+    targets = {
+        name: truth(rng.normal(size=(n, d))).astype(np.float32)
+        for (name, truth), n in zip(truths.items(), (2500, 2000))
+    }
+    model = CellOT(n_iters=600, seed=0, **FAST).fit_many(source, targets)
+    assert model.perturbations_ == ["shift", "scale"]
+    target_var = {name: float(np.trace(np.cov(t.T))) for name, t in targets.items()}
+    for name, truth in truths.items():
+        predicted = model.transport(test, perturbation=name)
+        uvp = 100 * ((predicted - truth(test)) ** 2).sum(1).mean() / target_var[name]
+        assert uvp < 5.0, (name, uvp)
+    # the two maps differ: each perturbation got its own potentials
+    other = model.transport(test, perturbation="scale")
+    assert 100 * ((other - truths["shift"](test)) ** 2).sum(1).mean() / target_var["shift"] > 50
+    assert set(model.history_["perturbation"]) == {"shift", "scale"}
+    with pytest.raises(ValueError, match="name one of"):
+        model.transport(test)
+    with pytest.raises(ValueError, match="unknown perturbation"):
+        model.transport(test, perturbation="nope")
+
+
+# ------------------------------------------------------------- persistence
+def test_save_load_identical_outputs(gauss8, tmp_path):
+    problem, model = gauss8
+    model.save(tmp_path / "m")
+    loaded = PerturbationModel.load(tmp_path / "m")
+    assert isinstance(loaded, CellOT) and loaded.get_params() == {
+        **model.get_params(),
+        "hidden_units": list(model.hidden_units),
+    }
+    x = problem.test[:500]
+    np.testing.assert_array_equal(loaded.transport(x), model.transport(x))
+    np.testing.assert_array_equal(loaded.potential_f(x), model.potential_f(x))
+    np.testing.assert_array_equal(loaded.potential_g(x), model.potential_g(x))
+    assert loaded.w2_estimate(x, problem.target) == model.w2_estimate(x, problem.target)
+    assert loaded.best_iteration_ == model.best_iteration_
+    assert loaded.history_.equals(model.history_)
+
+
+def _small_run(**kw) -> CellOT:
+    params = dict(n_iters=40, n_inner_iters=2, lr=1e-3, eval_every=10, device="cpu")
+    params.update(kw)
+    return CellOT(**params)
+
+
+def test_same_seed_same_weights():
+    problem = Gaussians(4, n=500)
+    a = _small_run(seed=5).fit(problem.source, problem.target)
+    b = _small_run(seed=5).fit(problem.source, problem.target)
+    _assert_same_weights(a, b)
+    c = _small_run(seed=6).fit(problem.source, problem.target)
+    assert not torch.equal(a.g_.A, c.g_.A)
+
+
+class _Killed(Exception):
+    pass
+
+
+def test_resume_equals_straight_through(tmp_path, monkeypatch):
+    problem = Gaussians(4, n=500)
+    straight = _small_run().fit(problem.source, problem.target)
+    ckpt = tmp_path / "state" / "cellot.pt"
+
+    original_save = training.Checkpoint.save
+
+    def dies_after_20(self, state):
+        # the job is killed somewhere between the checkpoints at 20 and 30
+        if state["iteration"] > 20:
+            raise _Killed
+        original_save(self, state)
+
+    monkeypatch.setattr(training.Checkpoint, "save", dies_after_20)
+    with pytest.raises(_Killed):
+        _small_run(checkpoint_every=10).fit(problem.source, problem.target, checkpoint=ckpt)
+    monkeypatch.undo()
+    assert ckpt.exists()
+    saved = torch.load(ckpt, weights_only=True)
+    assert saved["iteration"] == 20
+
+    resumed = _small_run(checkpoint_every=10).fit(problem.source, problem.target, checkpoint=ckpt)
+    _assert_same_weights(straight, resumed)
+    assert resumed.history_.equals(straight.history_)
+    assert resumed.best_iteration_ == straight.best_iteration_
+    assert not ckpt.exists()  # deleted after successful training
+
+
+def test_checkpoint_of_another_run_is_refused(tmp_path, monkeypatch):
+    problem = Gaussians(4, n=500)
+    ckpt = tmp_path / "cellot.pt"
+
+    original_save = training.Checkpoint.save
+
+    def save_then_die(self, state):
+        original_save(self, state)
+        raise _Killed
+
+    monkeypatch.setattr(training.Checkpoint, "save", save_then_die)
+    with pytest.raises(_Killed):
+        _small_run(checkpoint_every=10).fit(problem.source, problem.target, checkpoint=ckpt)
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match="another training run"):
+        _small_run(checkpoint_every=10, seed=1).fit(problem.source, problem.target, checkpoint=ckpt)
+
+
+def test_patience_stops_early_and_keeps_best():
+    problem = Gaussians(4, n=600)
+    model = _small_run(n_iters=5000, eval_every=5, patience=2).fit(problem.source, problem.target)
+    assert model.n_iter_ < 5000
+    hist = model.history_
+    assert hist["iteration"].iloc[-1] == model.n_iter_
+    assert model.best_iteration_[0] == model.n_iter_ - 2 * 5
+
+
+# ------------------------------------------------------------- validation
+def test_input_checks():
+    problem = Gaussians(4, n=300)
+    model = get("cellot")(n_iters=2, n_inner_iters=1, device="cpu")
+    with pytest.raises(NotFittedError):
+        model.transport(problem.test)
+    with pytest.raises(ValueError, match="features"):
+        model.fit(problem.source, problem.target[:, :3])
+    bad = problem.source.copy()
+    bad[3, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        model.fit(bad, problem.target)
+    with pytest.raises(ValueError, match="empty"):
+        model.fit_many(problem.source, {})
+    with pytest.raises(ValueError, match="n_iters"):
+        CellOT(n_iters=0).fit(problem.source, problem.target)
+    model.fit(problem.source, problem.target)
+    with pytest.raises(ValueError, match="4 features"):
+        model.transport(problem.test[:, :3])
+    with pytest.raises(ValueError, match="NaN"):
+        model.transport(bad)
+
+
+def test_small_populations_shrink_the_batch_and_skip_validation():
+    rng = np.random.default_rng(0)
+    source, target = rng.normal(size=(8, 3)), rng.normal(size=(6, 3)) + 1
+    model = CellOT(n_iters=3, n_inner_iters=1, eval_every=1, device="cpu").fit(source, target)
+    assert model.history_["val_mmd"].isna().all()
+    assert model.best_iteration_ == [3]
+    assert model.transport(source).shape == (8, 3)
