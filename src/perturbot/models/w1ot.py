@@ -1,0 +1,441 @@
+"""W1-OT: the Wasserstein-1 neural optimal transport solver (Chen et al.).
+
+Two stages. Stage 1 learns a 1-Lipschitz Kantorovich potential phi by maximising
+E phi(source) - E phi(target), whose optimum is W1(source, target); phi then
+decreases from source to target along its gradient, so -grad phi(x) is the unit
+direction along which x moves. Stage 2 learns only how far: a step-size network
+eta >= 0, trained adversarially against a discriminator so that
+T(x) = x - eta(x) grad phi(x) is distributed like the target.
+
+All perturbations train jointly: every network is stacked (P copies, batched
+matrix products), and ``fit`` is ``fit_many`` with one perturbation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from perturbot import training
+from perturbot.models.base import PerturbationModel, as_float_array
+from perturbot.nn.lipschitz import ORTHOGONALIZATIONS, LipschitzPotential
+from perturbot.nn.mlp import mlp
+
+_INFERENCE_CHUNK = 16384
+_SINGLE = "target"
+
+
+class W1OT(PerturbationModel):
+    """W1-OT estimator; hyper-parameters as in the paper and the authors' configuration.
+
+    See ``docs/models/w1ot.md`` for every keyword. Learned state: ``potential_``
+    (stacked 1-Lipschitz phi), ``step_`` (stacked eta), ``perturbations_``,
+    ``history_``, ``w1_validation_`` and ``val_mmd_`` (per perturbation).
+    """
+
+    multi_perturbation = True
+
+    def __init__(
+        self,
+        n_iters: int | None = None,
+        n_iters_potential: int = 10_000,
+        n_iters_step: int = 10_000,
+        batch_size: int = 256,
+        lr_potential: float = 1e-2,
+        lr_potential_min: float = 1e-4,
+        betas_potential: tuple[float, float] = (0.5, 0.5),
+        lr_step: float = 1e-4,
+        hidden_units: tuple[int, ...] = (64, 64, 64, 64),
+        n_groups: int = 4,
+        orthogonalization: str = "cayley",
+        bjorck_iters: int = 20,
+        bjorck_iters_eval: int = 100,
+        step_hidden_units: tuple[int, ...] = (64, 64, 64, 64),
+        clip_nonnegative: bool = False,
+        n_validation: int = 500,
+        eval_every: int = 250,
+        checkpoint_every: int = 1000,
+        seed: int = 0,
+        device: str = "auto",
+    ) -> None:
+        self.n_iters = n_iters
+        self.n_iters_potential = n_iters_potential
+        self.n_iters_step = n_iters_step
+        self.batch_size = batch_size
+        self.lr_potential = lr_potential
+        self.lr_potential_min = lr_potential_min
+        self.betas_potential = betas_potential
+        self.lr_step = lr_step
+        self.hidden_units = hidden_units
+        self.n_groups = n_groups
+        self.orthogonalization = orthogonalization
+        self.bjorck_iters = bjorck_iters
+        self.bjorck_iters_eval = bjorck_iters_eval
+        self.step_hidden_units = step_hidden_units
+        self.clip_nonnegative = clip_nonnegative
+        self.n_validation = n_validation
+        self.eval_every = eval_every
+        self.checkpoint_every = checkpoint_every
+        self.seed = seed
+        self.device = device
+
+    # ------------------------------------------------------------ networks
+    def _build(self, n_features: int, n_models: int) -> tuple[LipschitzPotential, nn.Module, nn.Module]:
+        """phi, eta and the discriminator (logits; sigmoid is applied inside the loss), seeded."""
+        if self.orthogonalization not in ORTHOGONALIZATIONS:
+            raise ValueError(f"orthogonalization must be one of {ORTHOGONALIZATIONS}, got {self.orthogonalization!r}")
+        training.seed_everything(self.seed)
+        phi = LipschitzPotential(
+            n_features,
+            list(self.hidden_units),
+            n_groups=self.n_groups,
+            n_models=n_models,
+            method=self.orthogonalization,
+            bjorck_iters=self.bjorck_iters,
+            bjorck_iters_eval=self.bjorck_iters_eval,
+        )
+        hidden = list(self.step_hidden_units)
+        eta = mlp(n_features, hidden, 1, "leaky_relu", "softplus", n_models=n_models)
+        disc = mlp(n_features, hidden, 1, "leaky_relu", None, n_models=n_models)
+        return phi.to(self.device_), eta.to(self.device_), disc.to(self.device_)
+
+    def _iterations(self) -> tuple[int, int]:
+        if self.n_iters is not None:
+            return int(self.n_iters), int(self.n_iters)
+        return int(self.n_iters_potential), int(self.n_iters_step)
+
+    # ------------------------------------------------------------- fitting
+    def fit(self, source: Any, target: Any, *, checkpoint: str | None = None) -> "W1OT":
+        """Fit one perturbation (the one-element case of :meth:`fit_many`)."""
+        return self.fit_many(source, {_SINGLE: target}, checkpoint=checkpoint)
+
+    def fit_many(
+        self, source: Any, targets: dict[str, Any], *, checkpoint: str | None = None
+    ) -> "W1OT":
+        """Fit one potential and one step-size network per target, all in the same batched loop."""
+        if not targets:
+            raise ValueError("targets is empty")
+        src = as_float_array(source, "source")
+        tgts = {str(k): as_float_array(v, f"target {k!r}") for k, v in targets.items()}
+        for name, t in tgts.items():
+            if t.shape[1] != src.shape[1]:
+                raise ValueError(f"target {name!r} has {t.shape[1]} features, source has {src.shape[1]}")
+        self.device_ = training.resolve_device(self.device)
+        names = list(tgts)
+        n_pot, n_step = self._iterations()
+        phi, eta, disc = self._build(src.shape[1], len(names))
+        data = _Data.make(src, [tgts[k] for k in names], self.n_validation, self.seed, self.device_)
+
+        ckpt = training.Checkpoint(checkpoint, self.checkpoint_every)
+        state = ckpt.load()
+        gen = training.make_generator(self.seed, self.device_)
+        history = training.History()
+        if state is not None:
+            training.restore_generator(gen, state["generator"])
+            history.rows = list(state["history"])
+
+        if state is not None and state["stage"] == "step":
+            phi.load_state_dict(state["potential"])
+            phi.eval()
+            w1_val = self._validation_w1(phi, data)
+            step_state = state
+        else:
+            w1_val = self._fit_potential(phi, data, n_pot, gen, history, ckpt, state, names)
+            step_state = None
+        val_mmd = self._fit_step(phi, eta, disc, data, n_pot, n_step, gen, history, ckpt, step_state, names)
+        ckpt.clear()
+
+        self.n_features_in_ = src.shape[1]
+        self.perturbations_ = names
+        self.potential_ = phi.eval()
+        self.step_ = eta.eval()
+        self.history_ = history.to_frame()
+        self.w1_validation_ = dict(zip(names, w1_val))
+        self.val_mmd_ = dict(zip(names, val_mmd))
+        self._members: dict[int, tuple[LipschitzPotential, nn.Module]] = {}
+        return self
+
+    def _fit_potential(self, phi, data, n_iters, gen, history, ckpt, state, names) -> list[float]:
+        """Stage 1: Adam (betas 0.5, 0.5) with cosine annealing on -(E phi(x) - E phi(y))."""
+        opt = torch.optim.Adam(phi.parameters(), lr=self.lr_potential, betas=tuple(self.betas_potential))
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(
+            opt, T_max=max(n_iters, 1), eta_min=self.lr_potential_min
+        )
+        start = 0
+        if state is not None:
+            phi.load_state_dict(state["potential"])
+            opt.load_state_dict(state["opt_potential"])
+            training.optimizer_to(opt, self.device_)
+            sched.load_state_dict(state["scheduler"])
+            start = int(state["iteration"])
+        phi.train()
+        b = self.batch_size
+        for it in range(start + 1, n_iters + 1):
+            x = torch.cat([data.sample_source(b, gen), data.sample_target(b, gen)], dim=1)
+            out = phi(x)
+            gap = out[:, :b].mean(1) - out[:, b:].mean(1)
+            opt.zero_grad(set_to_none=True)
+            (-gap.sum()).backward()
+            opt.step()
+            sched.step()
+            if it % self.eval_every == 0 or it == n_iters:
+                phi.eval()
+                w1 = self._validation_w1(phi, data)
+                phi.train()
+                for p, name in enumerate(names):
+                    history.log(stage="potential", iteration=it, perturbation=name,
+                                loss_potential=-float(gap[p].detach()), val_w1=w1[p])
+            if ckpt.due(it):
+                ckpt.save({
+                    "stage": "potential", "iteration": it, "potential": phi.state_dict(),
+                    "opt_potential": opt.state_dict(), "scheduler": sched.state_dict(),
+                    "generator": training.generator_state(gen), "history": history.rows,
+                })
+        phi.eval()
+        return self._validation_w1(phi, data)
+
+    def _fit_step(self, phi, eta, disc, data, n_pot, n_iters, gen, history, ckpt, state, names) -> list[float]:
+        """Stage 2: non-saturating GAN on T(x) = x - eta(x) grad phi(x); keeps the best eta by validation MMD."""
+        phi.eval()
+        dir_train = data.source_directions(phi, data.source)
+        dir_val = data.source_directions(phi, data.source_val)
+        opt_eta = torch.optim.Adam(eta.parameters(), lr=self.lr_step)
+        opt_disc = torch.optim.Adam(disc.parameters(), lr=self.lr_step)
+        n_models = len(names)
+        best_mmd = torch.full((n_models,), float("inf"))
+        best = {k: v.detach().clone() for k, v in eta.state_dict().items()}
+        start = 0
+        if state is not None:
+            for module, key in ((eta, "step"), (disc, "discriminator")):
+                module.load_state_dict(state[key])
+            for opt, key in ((opt_eta, "opt_step"), (opt_disc, "opt_discriminator")):
+                opt.load_state_dict(state[key])
+                training.optimizer_to(opt, self.device_)
+            best_mmd = state["best_mmd"].clone()
+            best = {k: v.to(self.device_) for k, v in state["best_step"].items()}
+            start = int(state["iteration"])
+        eta.train()
+        disc.train()
+        b = self.batch_size
+        eta_params = list(eta.parameters())
+        for it in range(start + 1, n_iters + 1):
+            idx = data.source_index(b, gen)
+            x = data.source[idx]
+            y = data.sample_target(b, gen)
+            mapped = self._move(x, dir_train[data.model_index, idx], eta)
+            logits = disc(torch.cat([y, mapped.detach()], dim=1)).squeeze(-1)
+            # -log D(y) - log(1 - D(T(x))) with D = sigmoid(logits)
+            loss_disc = F.softplus(-logits[:, :b]).mean(1) + F.softplus(logits[:, b:]).mean(1)
+            opt_disc.zero_grad(set_to_none=True)
+            loss_disc.sum().backward()
+            opt_disc.step()
+            # non-saturating generator loss -log D(T(x))
+            loss_eta = F.softplus(-disc(mapped).squeeze(-1)).mean(1)
+            opt_eta.zero_grad(set_to_none=True)
+            loss_eta.sum().backward(inputs=eta_params)
+            opt_eta.step()
+            if it % self.eval_every == 0 or it == n_iters:
+                mmd = self._validation_mmd(eta, data, dir_val)
+                improved = mmd < best_mmd
+                if improved.any():
+                    mask = improved.to(self.device_)
+                    for k, v in eta.state_dict().items():
+                        keep = mask.view(-1, *([1] * (v.dim() - 1)))
+                        best[k] = torch.where(keep, v.detach(), best[k])
+                    best_mmd = torch.where(improved, mmd, best_mmd)
+                for p, name in enumerate(names):
+                    history.log(stage="step", iteration=n_pot + it, perturbation=name,
+                                loss_discriminator=float(loss_disc[p].detach()), loss_step=float(loss_eta[p].detach()),
+                                val_mmd=float(mmd[p]))
+            if ckpt.due(it):
+                ckpt.save({
+                    "stage": "step", "iteration": it, "potential": phi.state_dict(),
+                    "step": eta.state_dict(), "discriminator": disc.state_dict(),
+                    "opt_step": opt_eta.state_dict(), "opt_discriminator": opt_disc.state_dict(),
+                    "best_step": best, "best_mmd": best_mmd,
+                    "generator": training.generator_state(gen), "history": history.rows,
+                })
+        # perturbations without a finite validation MMD (no validation cells) keep the last eta
+        found = torch.isfinite(best_mmd).to(self.device_)
+        with torch.no_grad():
+            for k, v in eta.state_dict().items():
+                v.copy_(torch.where(found.view(-1, *([1] * (v.dim() - 1))), best[k], v))
+        eta.eval()
+        return torch.where(torch.isfinite(best_mmd), best_mmd, float("nan")).tolist()
+
+    def _move(self, x: torch.Tensor, direction: torch.Tensor, eta: nn.Module) -> torch.Tensor:
+        mapped = x - eta(x) * direction
+        return mapped.clamp_min(0.0) if self.clip_nonnegative else mapped
+
+    @torch.no_grad()
+    def _validation_w1(self, phi: LipschitzPotential, data: "_Data") -> list[float]:
+        if data.source_val.shape[0] == 0:
+            return [float("nan")] * data.n_models
+        src = phi(data.source_val.expand(data.n_models, -1, -1)).mean(1)
+        tgt = (phi(data.target_val_padded) * data.target_val_mask).sum(1) / data.target_val_mask.sum(1)
+        return (src - tgt).tolist()
+
+    @torch.no_grad()
+    def _validation_mmd(self, eta: nn.Module, data: "_Data", dir_val: torch.Tensor) -> torch.Tensor:
+        if data.source_val.shape[0] == 0:
+            return torch.full((data.n_models,), float("nan"))
+        x = data.source_val.expand(data.n_models, -1, -1)
+        mapped = self._move(x, dir_val, eta)
+        return torch.stack([
+            training.mmd_rbf_torch(mapped[p], data.target_val[p]).cpu() for p in range(data.n_models)
+        ])
+
+    # ----------------------------------------------------------- inference
+    def _index(self, perturbation: str | None) -> int:
+        self._check_fitted()
+        if perturbation is None:
+            if len(self.perturbations_) != 1:
+                raise ValueError(f"choose a perturbation among {self.perturbations_}")
+            return 0
+        if perturbation not in self.perturbations_:
+            raise KeyError(f"unknown perturbation {perturbation!r}; fitted: {self.perturbations_}")
+        return self.perturbations_.index(perturbation)
+
+    def _member(self, perturbation: str | None) -> tuple[LipschitzPotential, nn.Module]:
+        """phi and eta of one perturbation as single (P=1) networks, built once and cached."""
+        p = self._index(perturbation)
+        if p not in self._members:
+            phi, eta, _ = self._build(self.n_features_in_, 1)
+            phi.load_state_dict({k: v[p : p + 1] for k, v in self.potential_.state_dict().items()})
+            eta.load_state_dict({k: v[p : p + 1] for k, v in self.step_.state_dict().items()})
+            self._members[p] = (phi.eval(), eta.eval())
+        return self._members[p]
+
+    def _chunks(self, x: Any):
+        x = self._check_input(x)
+        for i in range(0, len(x), _INFERENCE_CHUNK):
+            yield torch.from_numpy(x[i : i + _INFERENCE_CHUNK]).to(self.device_)[None]
+
+    def potential(self, x: Any, perturbation: str | None = None) -> np.ndarray:
+        """Kantorovich potential phi(x) per cell (high on the source side)."""
+        phi, _ = self._member(perturbation)
+        with torch.no_grad():
+            return np.concatenate([phi(c)[0].cpu().numpy() for c in self._chunks(x)])
+
+    def direction(self, x: Any, perturbation: str | None = None) -> np.ndarray:
+        """grad phi(x) per cell (norm <= 1, about 1 where mass moves); cells move along its opposite."""
+        phi, _ = self._member(perturbation)
+        return np.concatenate([phi.value_and_grad(c)[1][0].cpu().numpy() for c in self._chunks(x)])
+
+    def step_size(self, x: Any, perturbation: str | None = None) -> np.ndarray:
+        """eta(x) per cell: how far each cell moves along -grad phi(x)."""
+        _, eta = self._member(perturbation)
+        with torch.no_grad():
+            return np.concatenate([eta(c)[0, :, 0].cpu().numpy() for c in self._chunks(x)])
+
+    def transport(self, x: Any, perturbation: str | None = None) -> np.ndarray:
+        """T(x) = x - eta(x) grad phi(x) (clipped at 0 when ``clip_nonnegative``)."""
+        phi, eta = self._member(perturbation)
+        out = []
+        for c in self._chunks(x):
+            _, grad = phi.value_and_grad(c)
+            with torch.no_grad():
+                out.append(self._move(c, grad, eta)[0].cpu().numpy())
+        return np.concatenate(out).astype(np.float32, copy=False)
+
+    def w1_estimate(self, source: Any, target: Any, perturbation: str | None = None) -> float:
+        """Dual estimate E phi(source) - E phi(target), a lower bound on W1 for any 1-Lipschitz phi."""
+        return float(self.potential(source, perturbation).mean() - self.potential(target, perturbation).mean())
+
+    # --------------------------------------------------------- persistence
+    def _get_state(self) -> dict[str, Any]:
+        return {
+            "n_features_in_": int(self.n_features_in_),
+            "perturbations_": list(self.perturbations_),
+            "w1_validation_": self.w1_validation_,
+            "val_mmd_": self.val_mmd_,
+            "history_": self.history_.to_dict(orient="records"),
+        }
+
+    def _set_state(self, state: dict[str, Any]) -> None:
+        import pandas as pd
+
+        state = dict(state)
+        self.history_ = pd.DataFrame(state.pop("history_"))
+        super()._set_state(state)
+
+    def _get_tensors(self) -> dict[str, torch.Tensor]:
+        tensors = {f"potential.{k}": v for k, v in self.potential_.state_dict().items()}
+        tensors.update({f"step.{k}": v for k, v in self.step_.state_dict().items()})
+        return tensors
+
+    def _set_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        self.device_ = training.resolve_device(self.device)
+        phi, eta, _ = self._build(self.n_features_in_, len(self.perturbations_))
+        for module, prefix in ((phi, "potential."), (eta, "step.")):
+            module.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+        self.potential_ = phi.eval()
+        self.step_ = eta.eval()
+        self._members = {}
+
+
+class _Data:
+    """Training and validation cells on the device, with seeded batch sampling for P targets at once."""
+
+    def __init__(self, source, source_val, targets, target_val, device) -> None:
+        self.source = source  # (n, d), shared by all perturbations
+        self.source_val = source_val
+        self.target = torch.cat(targets)  # all targets stacked; rows of p start at offsets[p]
+        sizes = torch.tensor([len(t) for t in targets], device=device)
+        self.sizes = sizes
+        self.offsets = torch.cumsum(sizes, 0) - sizes
+        self.target_val = target_val  # list of (n_p, d)
+        # the same, zero-padded to (P, max n_p, d) with a (P, max n_p) mask, for one batched pass
+        self.target_val_padded = nn.utils.rnn.pad_sequence(target_val, batch_first=True)
+        self.target_val_mask = nn.utils.rnn.pad_sequence(
+            [torch.ones(len(v), device=device) for v in target_val], batch_first=True
+        )
+        self.n_models = len(targets)
+        self.model_index = torch.arange(self.n_models, device=device)[:, None]
+
+    @classmethod
+    def make(cls, source: np.ndarray, targets: list[np.ndarray], n_validation: int, seed: int,
+             device: torch.device) -> "_Data":
+        def split(x: np.ndarray, salt: int) -> tuple[torch.Tensor, torch.Tensor]:
+            train, val = training.carve_validation(len(x), n_validation, seed + salt)
+            t = torch.from_numpy(x).to(device)
+            return t[torch.from_numpy(train).to(device)], t[torch.from_numpy(val).to(device)]
+
+        src, src_val = split(source, 0)
+        pairs = [split(t, p + 1) for p, t in enumerate(targets)]
+        if src_val.shape[0] and any(v.shape[0] == 0 for _, v in pairs):
+            raise ValueError("a target is too small to carve validation cells; pass n_validation=0")
+        return cls(src, src_val, [t for t, _ in pairs], [v for _, v in pairs], device)
+
+    def _uniform(self, sizes: torch.Tensor, b: int, gen: torch.Generator) -> torch.Tensor:
+        u = torch.rand((self.n_models, b), generator=gen, device=gen.device)
+        return torch.minimum((u * sizes.view(-1, 1)).long(), sizes.view(-1, 1) - 1)
+
+    def source_index(self, b: int, gen: torch.Generator) -> torch.Tensor:
+        """(P, b) row indices into ``source``, drawn independently for each perturbation."""
+        n = torch.full((self.n_models,), self.source.shape[0], device=gen.device)
+        return self._uniform(n, b, gen).to(self.source.device)
+
+    def sample_source(self, b: int, gen: torch.Generator) -> torch.Tensor:
+        return self.source[self.source_index(b, gen)]
+
+    def sample_target(self, b: int, gen: torch.Generator) -> torch.Tensor:
+        """(P, b, d) target cells, row p drawn from perturbation p's cells."""
+        sizes = self.sizes.to(gen.device)
+        idx = self._uniform(sizes, b, gen) + self.offsets.to(gen.device).view(-1, 1)
+        return self.target[idx.to(self.target.device)]
+
+    @staticmethod
+    def source_directions(phi: LipschitzPotential, x: torch.Tensor) -> torch.Tensor:
+        """grad phi of every perturbation's potential at the shared cells x: (P, n, d)."""
+        n_models = phi.layers[0].weight.shape[0]
+        if x.shape[0] == 0:
+            return x.new_zeros((n_models, 0, x.shape[1]))
+        return torch.cat([
+            phi.value_and_grad(x[i : i + _INFERENCE_CHUNK].expand(n_models, -1, -1))[1]
+            for i in range(0, len(x), _INFERENCE_CHUNK)
+        ], dim=1)
