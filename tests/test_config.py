@@ -1,0 +1,82 @@
+"""Configuration: the JSON schema (structure, defaults) and the semantic checks."""
+
+import copy
+
+import pytest
+import yaml
+from snakemake.utils import validate
+
+from perturbot.config import ConfigError, check_config, holdouts, model_specs
+from helpers import REPO, small_features_config
+
+SCHEMA = str(REPO / "workflow" / "schemas" / "config.schema.yaml")
+
+
+def validated(config):
+    config = copy.deepcopy(config)
+    validate(config, schema=SCHEMA)
+    check_config(config)
+    return config
+
+
+def test_defaults_are_filled():
+    config = validated(small_features_config())
+    exp = config["experiments"]["toy_iid"]
+    assert exp["test_fraction"] == 0.2 and exp["n_hvg"] == 1000 and exp["n_markers"] == 50
+    assert exp["setting"] == "iid" and exp["joint_training"] is False
+    assert config["model_params"] == {}
+    assert holdouts(config, "toy_iid") == ["all"]
+
+
+@pytest.mark.parametrize(
+    "path, value, message",
+    [
+        (("experiments", "toy_iid", "n_hgv"), 10, "n_hgv"),
+        (("colour",), "red", "colour"),
+        (("datasets", "toy", "conditon_key"), "drug", "conditon_key"),
+        (("experiments", "toy_iid", "setting"), "crossval", "crossval"),
+        (("device",), "tpu", "tpu"),
+    ],
+)
+def test_schema_rejects_unknown_keys_and_values(path, value, message):
+    config = small_features_config()
+    node = config
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    with pytest.raises(Exception, match=message):
+        validate(config, schema=SCHEMA)
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda c: c["experiments"]["toy_iid"].update(models=["identity", "cellott"]), "unknown model 'cellott'"),
+        (lambda c: c["experiments"]["toy_iid"].update(dataset="missing"), "unknown dataset 'missing'"),
+        (lambda c: c["experiments"]["toy_iid"].update(setting="oos"), "needs holdout_key"),
+        (lambda c: c.update(run=["nope"]), "unknown experiment 'nope'"),
+        (lambda c: c.update(model_params={"observed": {"n_iters": 5}}), "unknown hyper-parameter.*n_iters.*observed"),
+        (lambda c: c["experiments"]["toy_iid"].update(models=["identity", "identity"]), "used twice"),
+    ],
+)
+def test_semantic_errors_name_the_problem(mutate, message):
+    config = small_features_config()
+    mutate(config)
+    validate(config, schema=SCHEMA)
+    with pytest.raises(ConfigError, match=message):
+        check_config(config)
+
+
+def test_model_spec_precedence_and_spaces():
+    config = small_features_config(models=["identity", {"name": "obs2", "model": "observed", "params": {}}])
+    config["seed"] = 7
+    config = validated(config)
+    specs = {s.label: s for s in model_specs(config, "toy_iid")}
+    assert specs["obs2"].model == "observed" and specs["obs2"].space == "data"
+    assert specs["identity"].params == {"seed": 7, "device": "cpu"}
+
+
+def test_shipped_configs_validate():
+    for path in [REPO / "config.yaml", *sorted((REPO / "configs").glob("*.yaml"))]:
+        config = yaml.safe_load(path.read_text())
+        validated(config)
