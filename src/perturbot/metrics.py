@@ -73,11 +73,19 @@ def gt_rmse(pred: np.ndarray, truth: np.ndarray) -> float:
 
 
 def all_metrics(
-    pred: np.ndarray, target: np.ndarray, truth: np.ndarray | None = None
+    pred: np.ndarray,
+    target: np.ndarray,
+    truth: np.ndarray | None = None,
+    mmd_features: np.ndarray | None = None,
 ) -> dict[str, float]:
-    """Every metric for one (prediction, target) pair; ``gt_rmse`` only when truth is given."""
+    """Every metric for one (prediction, target) pair; ``gt_rmse`` only when truth is given.
+
+    ``mmd_features`` restricts the mmd to these columns (the papers' marker genes
+    for scRNA-seq); the mean-based metrics always use every feature.
+    """
+    cols = slice(None) if mmd_features is None else np.asarray(mmd_features)
     out = {
-        "mmd": mmd(pred, target),
+        "mmd": mmd(pred[:, cols], target[:, cols]),
         "l2_means": l2_means(pred, target),
         "r2_means": r2_means(pred, target),
         "r_means": r_means(pred, target),
