@@ -20,6 +20,7 @@ import pandas as pd
 
 from perturbot import models as registry
 from perturbot.config import ModelSpec
+from perturbot.latent import load_model
 from perturbot.metrics import all_metrics
 from perturbot.models.base import PerturbationModel, json_default
 from perturbot.training import set_threads
@@ -81,14 +82,6 @@ def build_model(spec: ModelSpec, autoencoder_dir: str | Path | None = None) -> P
     return model
 
 
-def load_model(model_dir: str | Path, spec: ModelSpec) -> PerturbationModel:
-    if spec.needs_autoencoder:
-        from perturbot.latent import LatentModel
-
-        return LatentModel.load(model_dir)
-    return PerturbationModel.load(model_dir)
-
-
 def train(
     data_path: str | Path,
     spec: ModelSpec,
@@ -140,7 +133,7 @@ def predict_and_evaluate(
     set_threads(threads)
     adata = ad.read_h5ad(data_path)
     info = _info(adata)
-    model = load_model(model_dir, spec)
+    model = load_model(model_dir)
     inputs = model_input(adata)
     x = np.asarray(inputs.X)
     kwargs = {"perturbation": perturbation} if getattr(model, "perturbations_", None) else {}

@@ -1,0 +1,85 @@
+"""Predict the perturbed state of new control cells with a trained model.
+
+The model directory (``results/<experiment>/models/<holdout>/<model>/<perturbation>/``)
+carries ``preprocessing.json``: the genes in training order and the
+normalisation applied. New cells get exactly that preprocessing, then the
+model (and, for latent-space models, its autoencoder) transports them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+from scipy import sparse
+
+from perturbot.latent import load_model
+from perturbot.preprocessing import normalize_log1p
+
+RECIPE_FILE = "preprocessing.json"
+
+
+class GeneMismatchError(ValueError):
+    """The new cells lack genes (or features) the model was trained on."""
+
+
+def _prepare_like_training(adata: ad.AnnData, recipe: dict, layer: str | None) -> np.ndarray:
+    if layer and layer not in adata.layers:
+        raise KeyError(f"layer {layer!r} not found; layers: {', '.join(adata.layers) or 'none'}")
+    x = adata.layers[layer] if layer else adata.X
+    cells = ad.AnnData(sparse.csr_matrix(x, dtype=np.float32) if sparse.issparse(x) else np.asarray(x, dtype=np.float32),
+                       obs=adata.obs[[]].copy(), var=adata.var[[]].copy())
+    genes = list(recipe["genes"])
+    missing = [g for g in genes if g not in cells.var_names]
+    if missing:
+        raise GeneMismatchError(
+            f"{len(missing)} of the model's {len(genes)} genes/features are missing from the input, "
+            f"e.g. {', '.join(missing[:10])}"
+        )
+    if recipe.get("normalize_total"):
+        normalize_log1p(cells)  # on all input genes, as in training
+    cells = cells[:, genes]
+    out = cells.X.toarray() if sparse.issparse(cells.X) else np.asarray(cells.X)
+    if not np.isfinite(out).all():
+        raise ValueError("the input contains NaN or infinite values")
+    return out.astype(np.float32)
+
+
+def predict(
+    adata: ad.AnnData, model_dir: str | Path, *, perturbation: str | None = None, layer: str | None = None
+) -> ad.AnnData:
+    """Return predicted perturbed cells (AnnData with the input's obs and the model's genes)."""
+    model_dir = Path(model_dir)
+    recipe_path = model_dir / RECIPE_FILE
+    if not recipe_path.exists():
+        raise FileNotFoundError(f"{model_dir} has no {RECIPE_FILE}: is it a model directory from results/?")
+    recipe = json.loads(recipe_path.read_text())
+    model = load_model(model_dir)
+    known = list(getattr(model, "perturbations_", None) or [])
+    kwargs = {}
+    if known:
+        if perturbation is None and len(known) == 1:
+            perturbation = known[0]
+        if perturbation not in known:
+            raise ValueError(f"perturbation {perturbation!r} is not one the model learned; it knows: {', '.join(known)}")
+        kwargs["perturbation"] = perturbation
+    x = _prepare_like_training(adata, recipe, layer)
+    predicted = np.asarray(model.transport(x, **kwargs), dtype=np.float32)
+    out = ad.AnnData(predicted, obs=adata.obs.copy())
+    out.var_names = list(recipe["genes"])
+    out.obs["perturbation"] = perturbation or ""
+    out.uns["perturbot"] = {"model_dir": str(model_dir), "perturbation": perturbation or "", "recipe": recipe}
+    return out
+
+
+def predict_file(input_path: str | Path, model_dir: str | Path, output_path: str | Path, **kwargs) -> ad.AnnData:
+    """File version of :func:`predict`; writes the output atomically."""
+    out = predict(ad.read_h5ad(input_path), model_dir, **kwargs)
+    output_path = Path(output_path)
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output_path.with_name(output_path.name + ".tmp.h5ad")
+    out.write_h5ad(tmp)
+    tmp.replace(output_path)
+    return out
