@@ -37,6 +37,7 @@ class W1OT(PerturbationModel):
     ``history_``, ``w1_validation_`` and ``val_mmd_`` (per perturbation).
     """
 
+    name = "w1ot"
     multi_perturbation = True
 
     def __init__(
