@@ -65,7 +65,8 @@ def _model_entries(exp: dict) -> list[dict]:
 def model_specs(config: dict, experiment: str) -> list[ModelSpec]:
     """Every model of an experiment with its space and merged hyper-parameters.
 
-    Precedence (last wins): model defaults < top-level ``model_params[model]``
+    Precedence (last wins): model defaults < the model's preset for the data
+    modality (``Model.PRESETS``, the papers' 4i settings) < top-level ``model_params[model]``
     < experiment ``model_params[model]`` < the entry's own ``params``;
     ``seed`` and ``device`` come from the top-level keys.
     """
@@ -81,7 +82,9 @@ def model_specs(config: dict, experiment: str) -> list[ModelSpec]:
             else "data"
         )
         space = entry.get("space", default_space)
+        preset = getattr(model_registry.get(model), "PRESETS", {}).get(modality, {})
         params = {
+            **preset,
             **config.get("model_params", {}).get(model, {}),
             **exp.get("model_params", {}).get(model, {}),
             **entry.get("params", {}),
@@ -119,6 +122,7 @@ def check_config(config: dict) -> None:
                 raise ConfigError(f"{where}: setting {setting} needs at least one value in holdouts")
         for model, params in exp.get("model_params", {}).items():
             _check_params(model, params, f"{where}.model_params")
+        _check_params("autoencoder", exp.get("autoencoder", {}), f"{where}.autoencoder")
         labels = set()
         for entry in _model_entries(exp):
             model = entry.get("model", entry["name"])
@@ -131,8 +135,13 @@ def check_config(config: dict) -> None:
 
 
 def _check_params(model: str, params: dict, where: str) -> None:
+    if not params and model == "autoencoder":
+        return
     try:
-        cls = model_registry.get(model)
+        if model == "autoencoder":
+            from perturbot.models.autoencoder import AutoEncoder as cls
+        else:
+            cls = model_registry.get(model)
     except KeyError as err:
         raise ConfigError(f"{where}: {err.args[0]}") from None
     known = set(cls.default_params()) - WORKFLOW_PARAMS

@@ -28,11 +28,6 @@ from perturbot.training import set_threads
 log = logging.getLogger(__name__)
 
 JOINT = "_joint"
-AUTOENCODER_PRESETS = {
-    # the papers' settings: 4i features and scRNA-seq
-    "features": {"hidden_units": [32, 32], "latent_dim": 8, "dropout": 0.05, "n_iters": 100_000},
-    "scrna": {"hidden_units": [512, 512], "latent_dim": 50, "dropout": 0.0, "n_iters": 250_000},
-}
 
 
 def _info(adata: ad.AnnData) -> dict:
@@ -114,6 +109,12 @@ def train(
     return model
 
 
+def known_perturbations(model: PerturbationModel) -> list[str]:
+    """Perturbations a model can predict; one entry (or none) for a model fitted on one perturbation."""
+    names = getattr(model, "perturbations_", None)
+    return [] if names is None else [str(n) for n in names]
+
+
 def _is_joint_only(spec: ModelSpec) -> bool:
     return spec.model == "cae"
 
@@ -136,7 +137,7 @@ def predict_and_evaluate(
     model = load_model(model_dir)
     inputs = model_input(adata)
     x = np.asarray(inputs.X)
-    kwargs = {"perturbation": perturbation} if getattr(model, "perturbations_", None) else {}
+    kwargs = {"perturbation": perturbation} if len(known_perturbations(model)) > 1 else {}
     predicted = np.asarray(model.transport(x, **kwargs), dtype=np.float32)
     target = evaluation_target(adata, perturbation)
 
@@ -152,7 +153,7 @@ def predict_and_evaluate(
     truth = None
     if spec.model != "observed" and truth_key in inputs.obsm:
         truth = np.asarray(inputs.obsm[truth_key])
-    markers = info.get("markers", {}).get(perturbation)
+    markers = info.get("markers", {}).get(perturbation)  # an array after the .h5ad round trip
     rows = _metric_rows(predicted, target, truth, adata.var_names, markers)
     frame = pd.DataFrame(
         [
@@ -174,7 +175,7 @@ def predict_and_evaluate(
 
 def _metric_rows(predicted, target, truth, var_names, markers) -> dict[str, float]:
     """mmd on marker genes where they exist (scRNA-seq), other metrics on every feature."""
-    columns = pd.Index(var_names).get_indexer(markers) if markers else None
+    columns = pd.Index(var_names).get_indexer(list(markers)) if markers is not None and len(markers) else None
     return all_metrics(predicted, target, truth, mmd_features=columns)
 
 
@@ -210,7 +211,7 @@ def train_autoencoder(
     adata = ad.read_h5ad(data_path)
     info = _info(adata)
     train_cells = adata[adata.obs["split"] == "train"]
-    preset = AUTOENCODER_PRESETS["features" if info["recipe"]["modality"] == "features" else "scrna"]
+    preset = AutoEncoder.PRESETS.get(info["recipe"]["modality"], {})
     model = AutoEncoder(**{**preset, **(params or {}), "seed": seed, "device": device})
     labels = train_cells.obs[info["condition_key"]].astype(str).to_numpy()
     model.fit(np.asarray(train_cells.X), labels=labels, **({"checkpoint": checkpoint} if checkpoint else {}))

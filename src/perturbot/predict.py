@@ -15,6 +15,7 @@ import anndata as ad
 import numpy as np
 from scipy import sparse
 
+from perturbot.experiment import known_perturbations
 from perturbot.latent import load_model
 from perturbot.preprocessing import normalize_log1p
 
@@ -57,11 +58,9 @@ def predict(
         raise FileNotFoundError(f"{model_dir} has no {RECIPE_FILE}: is it a model directory from results/?")
     recipe = json.loads(recipe_path.read_text())
     model = load_model(model_dir)
-    known = list(getattr(model, "perturbations_", None) or [])
+    known = known_perturbations(model)
     kwargs = {}
-    if known:
-        if perturbation is None and len(known) == 1:
-            perturbation = known[0]
+    if len(known) > 1:  # trained on several perturbations at once: the caller picks one
         if perturbation not in known:
             raise ValueError(f"perturbation {perturbation!r} is not one the model learned; it knows: {', '.join(known)}")
         kwargs["perturbation"] = perturbation

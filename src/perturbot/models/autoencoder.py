@@ -268,6 +268,9 @@ class AutoEncoder(ReconstructionModel):
 
     name = "autoencoder"
 
+    #: Defaults by data modality (the papers' settings), applied by the workflow below user overrides.
+    PRESETS: dict[str, dict[str, Any]] = {"features": FEATURES_PRESET}
+
     def __init__(
         self,
         hidden_units: Sequence[int] = (512, 512),

@@ -44,6 +44,9 @@ class ConditionalAutoencoder(ReconstructionModel):
     name = "cae"
     multi_perturbation = True
 
+    #: Defaults by data modality (the papers' settings), applied by the workflow below user overrides.
+    PRESETS: dict[str, dict[str, Any]] = {"features": CAE_FEATURES_PRESET}
+
     def __init__(
         self,
         hidden_units: Sequence[int] = (512, 512),
