@@ -1,0 +1,278 @@
+"""Downloads for real, against an HTTP server on 127.0.0.1 serving archives made by the tests."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import io
+import tarfile
+import threading
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from perturbot.data import download
+from perturbot.data.download import DownloadError, UnverifiedDownloadWarning, fetch
+from perturbot.data.io import DataError
+
+MEMBER = "datasets/4i/8h.h5ad"
+CONTENT = b"cells x features\n" * 1000
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def make_zip(entries: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, data in entries.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+def make_tar(entries: dict[str, bytes], links: dict[str, str] | None = None) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+        for name, data in entries.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+        for name, target in (links or {}).items():
+            info = tarfile.TarInfo(name)
+            info.type = tarfile.SYMTYPE
+            info.linkname = target
+            tf.addfile(info)
+    return buf.getvalue()
+
+
+class Server:
+    """Serves ``files`` (path -> bytes); paths in ``truncate`` announce more bytes than they send."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, bytes] = {}
+        self.truncate: set[str] = set()
+        self.requests: list[str] = []
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+                server.requests.append(self.path)
+                data = server.files.get(self.path)
+                if data is None:
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "application/octet-stream")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.path in server.truncate:
+                    self.wfile.write(data[: len(data) // 2])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    return
+                self.wfile.write(data)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def server():
+    srv = Server()
+    yield srv
+    srv.close()
+
+
+@pytest.fixture(autouse=True)
+def no_retry_wait(monkeypatch):
+    monkeypatch.setattr(download, "RETRY_WAIT_S", 0.0)
+
+
+def source(server: Server, path: str, data: bytes, *, sha: str | None, member: str | None = MEMBER) -> dict:
+    server.files[path] = data
+    return {"url": server.url + path, "sha256": sha, "member": member, "archive": None}
+
+
+def files_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
+
+
+def test_known_hash_gives_the_extracted_member(server, tmp_path):
+    data = make_zip({MEMBER: CONTENT, "datasets/4i/features.txt": b"f1\nf2\n"})
+    src = source(server, "/data/cellot.zip", data, sha=sha256(data))
+    path = fetch(src, name="4i_8h", cache_dir=tmp_path, progressbar=False)
+    assert path.read_bytes() == CONTENT
+    assert path == tmp_path / "cellot.zip.extracted" / sha256(data)[:12] / MEMBER
+    assert (tmp_path / "cellot.zip").read_bytes() == data
+    assert files_in(tmp_path / "cellot.zip.extracted") == [path]  # only the requested member
+    # a second call verifies the cached archive and makes no request
+    assert fetch(src, name="4i_8h", cache_dir=tmp_path, progressbar=False) == path
+    assert server.requests == ["/data/cellot.zip"]
+
+
+def test_tar_archives_and_sha256_prefix_are_accepted(server, tmp_path):
+    data = make_tar({MEMBER: CONTENT})
+    src = source(server, "/cellot.tar.gz", data, sha="sha256:" + sha256(data).upper())
+    assert fetch(src, name="4i_8h", cache_dir=tmp_path, progressbar=False).read_bytes() == CONTENT
+
+
+def test_plain_file_without_member(server, tmp_path):
+    src = source(server, "/x.h5ad", CONTENT, sha=sha256(CONTENT), member=None)
+    path = fetch(src, name="x", cache_dir=tmp_path, progressbar=False)
+    assert path == tmp_path / "x.h5ad" and path.read_bytes() == CONTENT
+
+
+def test_wrong_hash_is_a_clear_error_and_leaves_no_file(server, tmp_path):
+    data = make_zip({MEMBER: CONTENT})
+    wrong = "0" * 64
+    src = source(server, "/cellot.zip", data, sha=wrong)
+    with pytest.raises(DownloadError) as err:
+        fetch(src, name="4i_8h", cache_dir=tmp_path, progressbar=False)
+    message = str(err.value)
+    assert wrong in message and sha256(data) in message and "4i_8h" in message
+    assert isinstance(err.value, DataError)
+    assert files_in(tmp_path) == []
+    assert server.requests == ["/cellot.zip"]  # a hash mismatch is not retried
+
+
+def test_missing_hash_warns_with_the_computed_sha256(server, tmp_path):
+    data = make_zip({MEMBER: CONTENT})
+    src = source(server, "/cellot.zip", data, sha=None)
+    with pytest.warns(UnverifiedDownloadWarning) as record:
+        path = fetch(src, name="4i_8h", cache_dir=tmp_path, progressbar=False)
+    assert path.read_bytes() == CONTENT
+    message = str(record[0].message)
+    assert f"sha256: {sha256(data)}" in message and "resources/datasets.yaml" in message
+    # the warning repeats on every use until the hash is recorded
+    with pytest.warns(UnverifiedDownloadWarning):
+        fetch(src, name="4i_8h", cache_dir=tmp_path, progressbar=False)
+
+
+def test_interrupted_transfer_leaves_nothing_half_written(server, tmp_path):
+    data = make_zip({MEMBER: CONTENT})
+    src = source(server, "/cellot.zip", data, sha=None)
+    server.truncate.add("/cellot.zip")
+    with pytest.raises(DownloadError, match="Nothing was saved"):
+        fetch(src, name="4i_8h", cache_dir=tmp_path, progressbar=False, retries=1)
+    assert files_in(tmp_path) == []
+    assert len(server.requests) == 2  # one retry
+
+
+def test_a_transfer_that_fails_once_is_retried(server, tmp_path):
+    data = make_zip({MEMBER: CONTENT})
+    src = source(server, "/cellot.zip", data, sha=sha256(data))
+    server.truncate.add("/cellot.zip")
+    original = server.httpd.RequestHandlerClass.do_GET
+
+    def fail_once(handler):
+        original(handler)
+        server.truncate.clear()
+
+    server.httpd.RequestHandlerClass.do_GET = fail_once
+    assert fetch(src, name="4i_8h", cache_dir=tmp_path, progressbar=False).read_bytes() == CONTENT
+    assert len(server.requests) == 2
+
+
+def test_not_found_is_not_retried(server, tmp_path):
+    src = {"url": server.url + "/missing.zip", "sha256": None, "member": MEMBER, "archive": None}
+    with pytest.raises(DownloadError, match="404"):
+        fetch(src, name="4i_8h", cache_dir=tmp_path, progressbar=False, retries=3)
+    assert server.requests == ["/missing.zip"]
+    assert files_in(tmp_path) == []
+
+
+def test_a_web_page_instead_of_the_archive_is_removed(server, tmp_path):
+    src = source(server, "/handle/609681", b"<!DOCTYPE html><html>landing page</html>", sha=None)
+    src["archive"] = "cellot.zip"
+    with pytest.raises(DownloadError, match="web page"):
+        fetch(src, name="4i_8h", cache_dir=tmp_path, progressbar=False)
+    assert files_in(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    "archive",
+    [
+        make_zip({"../evil": b"x", MEMBER: CONTENT}),
+        make_zip({"/tmp/evil": b"x", MEMBER: CONTENT}),
+        make_tar({"../evil": b"x", MEMBER: CONTENT}),
+        make_tar({MEMBER: CONTENT}, links={"datasets/link": "/etc/passwd"}),
+        make_tar({MEMBER: CONTENT}, links={"datasets/link": "../../../outside"}),
+    ],
+    ids=["zip-dotdot", "zip-absolute", "tar-dotdot", "tar-absolute-link", "tar-escaping-link"],
+)
+def test_an_entry_escaping_the_destination_is_refused(server, tmp_path, archive):
+    cache = tmp_path / "cache"
+    src = source(server, "/cellot.zip", archive, sha=sha256(archive))
+    with pytest.raises(DownloadError, match="outside the extraction folder"):
+        fetch(src, name="4i_8h", cache_dir=cache, progressbar=False)
+    assert not (cache / "cellot.zip.extracted").exists()
+    assert sorted(p.name for p in tmp_path.rglob("*evil*")) == []
+
+
+@pytest.mark.parametrize("member", ["../evil", "/etc/passwd", "datasets/../../evil"])
+def test_a_member_path_escaping_the_destination_is_refused(server, tmp_path, member):
+    data = make_zip({MEMBER: CONTENT})
+    src = source(server, "/cellot.zip", data, sha=sha256(data), member=member)
+    with pytest.raises(DownloadError, match="not a relative path"):
+        fetch(src, name="4i_8h", cache_dir=tmp_path, progressbar=False)
+
+
+def test_a_missing_member_lists_the_archive_h5ad_files(server, tmp_path):
+    data = make_zip({MEMBER: CONTENT})
+    src = source(server, "/cellot.zip", data, sha=sha256(data), member="datasets/4i/24h.h5ad")
+    with pytest.raises(DownloadError, match="datasets/4i/8h.h5ad"):
+        fetch(src, name="4i_8h", cache_dir=tmp_path, progressbar=False)
+
+
+def test_a_placed_archive_is_verified_and_used_without_any_request(server, tmp_path):
+    data = make_zip({MEMBER: CONTENT})
+    (tmp_path / "cellot.zip").write_bytes(data)
+    src = {"url": server.url + "/unreachable", "sha256": sha256(data), "member": MEMBER, "archive": "cellot.zip"}
+    assert fetch(src, name="4i_8h", cache_dir=tmp_path, progressbar=False).read_bytes() == CONTENT
+    assert server.requests == []
+
+
+def test_a_placed_archive_with_the_wrong_hash_is_refused_and_kept(server, tmp_path):
+    data = make_zip({MEMBER: CONTENT})
+    placed = tmp_path / "cellot.zip"
+    placed.write_bytes(data[:-10])
+    src = {"url": server.url + "/unreachable", "sha256": sha256(data), "member": MEMBER, "archive": "cellot.zip"}
+    with pytest.raises(DownloadError) as err:
+        fetch(src, name="4i_8h", cache_dir=tmp_path, progressbar=False)
+    assert sha256(data) in str(err.value) and sha256(data[:-10]) in str(err.value)
+    assert placed.exists() and server.requests == []
+    assert not (tmp_path / "cellot.zip.extracted").exists()
+
+
+@pytest.mark.parametrize("bad", [{"sha256": "abc"}, {"archive": "../outside.zip"}])
+def test_bad_source_fields_are_reported(tmp_path, bad):
+    src = {"url": "http://127.0.0.1:9/x.zip", "sha256": None, "member": MEMBER, "archive": None, **bad}
+    with pytest.raises(DownloadError, match="4i_8h"):
+        fetch(src, name="4i_8h", cache_dir=tmp_path, progressbar=False)
+
+
+def test_read_source_fetches_through_the_config_spec(server, tmp_path, monkeypatch):
+    import anndata as ad
+    import numpy as np
+
+    from perturbot.data.io import read_source
+
+    adata = ad.AnnData(np.arange(6, dtype=np.float32).reshape(3, 2))
+    adata.write_h5ad(tmp_path / "small.h5ad")
+    data = make_zip({MEMBER: (tmp_path / "small.h5ad").read_bytes()})
+    src = source(server, "/cellot.zip", data, sha=sha256(data))
+    monkeypatch.chdir(tmp_path)
+    out = read_source({"source": src}, name="4i_8h")
+    np.testing.assert_array_equal(out.X, adata.X)
+    assert (tmp_path / "resources" / "downloads" / "cellot.zip").exists()
