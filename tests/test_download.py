@@ -276,3 +276,87 @@ def test_read_source_fetches_through_the_config_spec(server, tmp_path, monkeypat
     out = read_source({"source": src}, name="4i_8h")
     np.testing.assert_array_equal(out.X, adata.X)
     assert (tmp_path / "resources" / "downloads" / "cellot.zip").exists()
+
+
+# The catalog of the papers' datasets
+
+PAPER_DATASETS = ["4i_8h", "sciplex3", "lupus_kang", "glioblastoma", "crossspecies_lps", "statefate"]
+
+
+@pytest.fixture(scope="module")
+def catalog() -> dict:
+    from helpers import REPO
+
+    from perturbot.data.catalog import load_catalog
+
+    return load_catalog(REPO / "resources" / "datasets.yaml")
+
+
+def test_catalog_lists_every_paper_dataset_with_its_columns(catalog):
+    from perturbot.data.catalog import DATASET_KEYS
+
+    assert set(PAPER_DATASETS) <= set(catalog["datasets"])
+    for name, entry in catalog["datasets"].items():
+        assert all(key in entry for key in DATASET_KEYS), name
+        assert entry["modality"] == ("features" if name == "4i_8h" else "expression")
+        assert entry["member"].endswith(".h5ad") and not download._escapes(entry["member"])
+        assert entry["holdout_key"] is not None or entry["settings"] == ["iid"]
+    sciplex = catalog["datasets"]["sciplex3"]
+    assert sciplex["condition_key"] == "drug" and len(sciplex["perturbations"]) == 9
+    assert catalog["datasets"]["lupus_kang"]["control"] == "ctrl"
+    assert catalog["datasets"]["crossspecies_lps"]["holdouts"] == ["rat", "mouse"]
+
+
+def test_catalog_specs_are_valid_config_datasets(catalog):
+    from helpers import REPO
+    from snakemake.utils import validate
+
+    from perturbot.data.catalog import dataset_spec
+
+    datasets = {name: dataset_spec(name, catalog) for name in catalog["datasets"]}
+    config = {"datasets": datasets, "experiments": {f"e_{n}": {"dataset": n} for n in datasets}}
+    validate(config, schema=str(REPO / "workflow" / "schemas" / "config.schema.yaml"))
+    spec = datasets["glioblastoma"]
+    assert spec["source"] == {
+        "url": catalog["archives"]["cellot"]["url"],
+        "sha256": None,
+        "member": "datasets/scrna-gbm/hvg-top1k-train-only.h5ad",
+        "archive": "cellot_datasets.zip",
+    }
+    assert (spec["condition_key"], spec["control"], spec["perturbations"]) == ("perturbation", "control", ["panobinostat"])
+
+
+def test_catalog_errors_name_the_problem(tmp_path, catalog):
+    from perturbot.data.catalog import dataset_spec, load_catalog
+
+    with pytest.raises(DataError, match="sciplex4"):
+        dataset_spec("sciplex4", catalog)
+    broken = tmp_path / "datasets.yaml"
+    broken.write_text("archives: {a: {url: u, file: f.zip, sha256: null}}\ndatasets: {d: {archive: b}}\n")
+    with pytest.raises(DataError, match="'d' lacks member"):
+        load_catalog(broken)
+
+
+@pytest.mark.parametrize("name", PAPER_DATASETS)
+def test_a_catalog_dataset_downloads_and_loads(server, tmp_path, monkeypatch, catalog, name):
+    """A stand-in archive with the catalog's member path and columns goes through fetch and load_dataset."""
+    import anndata as ad
+    import numpy as np
+    import pandas as pd
+
+    from perturbot.data.catalog import dataset_spec
+    from perturbot.data.io import load_dataset
+
+    spec = dataset_spec(name, catalog)
+    perturbations = spec["perturbations"] if spec["perturbations"] != "all" else ["cisplatin", "trametinib"]
+    conditions = [spec["control"], *perturbations] * 4
+    obs = pd.DataFrame({spec["condition_key"]: conditions}, index=[f"c{i}" for i in range(len(conditions))])
+    adata = ad.AnnData(np.random.default_rng(0).random((len(conditions), 3), dtype=np.float32), obs=obs)
+    adata.write_h5ad(tmp_path / "stand_in.h5ad")
+    data = make_zip({spec["source"]["member"]: (tmp_path / "stand_in.h5ad").read_bytes()})
+    server.files["/cellot.zip"] = data
+    spec["source"].update(url=server.url + "/cellot.zip", sha256=sha256(data))
+    monkeypatch.chdir(tmp_path)
+    loaded, found = load_dataset(spec, name=name)
+    assert found == perturbations and loaded.n_obs == len(conditions)
+    assert (tmp_path / "resources" / "downloads" / spec["source"]["archive"]).exists()

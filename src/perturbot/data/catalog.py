@@ -1,0 +1,60 @@
+"""The catalog of the papers' published datasets (``resources/datasets.yaml``) and config entries built from it."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import yaml
+
+from perturbot.data.io import DataError
+
+DEFAULT_CATALOG = "resources/datasets.yaml"
+ARCHIVE_KEYS = ("url", "file", "sha256")
+DATASET_KEYS = ("archive", "member", "modality", "condition_key", "control", "holdout_key", "notes")
+# Catalog keys that are also keys of a dataset in a config (the rest describe experiments or people).
+SPEC_KEYS = ("modality", "condition_key", "control", "perturbations", "layer", "derive_obs")
+
+
+def load_catalog(path: str | Path = DEFAULT_CATALOG) -> dict:
+    """Read the catalog and check that every dataset names a known archive and has its columns."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"dataset catalog {path} not found")
+    catalog = yaml.safe_load(path.read_text()) or {}
+    archives, datasets = catalog.get("archives"), catalog.get("datasets")
+    if not isinstance(archives, dict) or not isinstance(datasets, dict):
+        raise DataError(f"dataset catalog {path}: needs the sections 'archives' and 'datasets'")
+    for key, archive in archives.items():
+        missing = [k for k in ARCHIVE_KEYS if k not in (archive or {})]
+        if missing:
+            raise DataError(f"dataset catalog {path}: archive {key!r} lacks {', '.join(missing)}")
+    for name, entry in datasets.items():
+        missing = [k for k in DATASET_KEYS if k not in (entry or {})]
+        if missing:
+            raise DataError(f"dataset catalog {path}: dataset {name!r} lacks {', '.join(missing)}")
+        if entry["archive"] not in archives:
+            raise DataError(
+                f"dataset catalog {path}: dataset {name!r} names archive {entry['archive']!r}, "
+                f"which is not under 'archives' ({', '.join(archives)})"
+            )
+    return catalog
+
+
+def dataset_spec(name: str, catalog: dict) -> dict:
+    """A ``datasets:`` entry for a config: the download source plus the dataset's columns."""
+    datasets = catalog["datasets"]
+    if name not in datasets:
+        raise DataError(f"dataset {name!r} is not in the catalog; known: {', '.join(sorted(datasets))}")
+    entry = datasets[name]
+    archive = catalog["archives"][entry["archive"]]
+    spec = {
+        "source": {
+            "url": archive["url"],
+            "sha256": archive["sha256"],
+            "member": entry["member"],
+            "archive": archive["file"],
+        }
+    }
+    spec.update({key: copy.deepcopy(entry[key]) for key in SPEC_KEYS if key in entry})
+    return spec
