@@ -51,3 +51,29 @@ def small_features_config(models=("identity", "observed"), **experiment) -> dict
         },
         "experiments": {"toy_iid": {"dataset": "toy", "setting": "iid", "models": list(models), **experiment}},
     }
+
+
+def small_counts_config(models, **experiment) -> dict:
+    """A tiny synthetic scRNA-seq (counts) experiment; latent-space models get a small autoencoder."""
+    return {
+        "seed": 0,
+        "device": "cpu",
+        "datasets": {
+            "toy_counts": {
+                "source": "synthetic",
+                "modality": "counts",
+                "synthetic": {"cells": 200, "perturbations": 2, "features": 120, "seed": 0},
+            }
+        },
+        "experiments": {
+            "counts_iid": {
+                "dataset": "toy_counts",
+                "setting": "iid",
+                "n_hvg": 60,
+                "n_markers": 10,
+                "autoencoder": {"n_iters": 200, "hidden_units": [32], "latent_dim": 6, "eval_every": 100},
+                "models": list(models),
+                **experiment,
+            }
+        },
+    }
