@@ -79,13 +79,11 @@ def prediction_files(wildcards):
     ]
 
 
-FIGURES = ["mmd_boxplot", "marginals"]
-
-
 def all_targets(wildcards):
+    """Metrics, provenance and figures of every experiment to run (figure_targets: figures.smk)."""
     targets = []
     for exp in experiments_to_run(config):
         targets.append(f"results/{exp}/metrics.csv")
         targets.append(f"results/{exp}/provenance.json")
-        targets += [f"results/{exp}/figures/{name}.pdf" for name in FIGURES]
-    return targets
+        targets += figure_targets(exp)
+    return targets + global_figure_targets()

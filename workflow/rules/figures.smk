@@ -1,3 +1,13 @@
+def figure_targets(experiment):
+    """Figures of one experiment built by default."""
+    return [f"results/{experiment}/figures/{name}.pdf" for name in ("mmd_boxplot", "marginals")]
+
+
+def global_figure_targets():
+    """Figures that span experiments (results/figures/), built by default."""
+    return []
+
+
 rule figure_mmd_boxplot:
     """MMD per model across perturbations or holdouts."""
     input:
