@@ -106,7 +106,7 @@ def test_w1_estimate_matches_exact_w1(dim, n_iters):
     rng = np.random.default_rng(dim)
     x = rng.standard_normal((300, dim)).astype(np.float32)
     y = (0.5 * rng.standard_normal((300, dim)) + 1.0).astype(np.float32)
-    model = W1OT(n_iters_potential=n_iters, n_iters_step=0, n_validation=0, device="cpu").fit(x, y)
+    model = W1OT(n_iters_potential=n_iters, n_iters_step=0, val_size=0, device="cpu").fit(x, y)
     exact = ot.emd2([], [], ot.dist(x, y, metric="euclidean"))
     assert model.w1_estimate(x, y) == pytest.approx(exact, rel=0.10)
     assert np.linalg.norm(model.direction(x), axis=1).max() <= 1 + 1e-5

@@ -13,6 +13,7 @@ matrix products), and ``fit`` is ``fit_many`` with one perturbation.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
@@ -34,7 +35,8 @@ class W1OT(PerturbationModel):
 
     See ``docs/models/w1ot.md`` for every keyword. Learned state: ``potential_``
     (stacked 1-Lipschitz phi), ``step_`` (stacked eta), ``perturbations_``,
-    ``history_``, ``w1_validation_`` and ``val_mmd_`` (per perturbation).
+    ``history_``, ``w1_validation_`` and ``val_mmd_`` (per perturbation), and
+    ``fit_seconds_`` (wall and process CPU time of each stage, validation included).
     """
 
     name = "w1ot"
@@ -57,7 +59,7 @@ class W1OT(PerturbationModel):
         bjorck_iters_eval: int = 100,
         step_hidden_units: tuple[int, ...] = (64, 64, 64, 64),
         clip_nonnegative: bool = False,
-        n_validation: int = 500,
+        val_size: int = 500,
         eval_every: int = 250,
         checkpoint_every: int = 1000,
         seed: int = 0,
@@ -78,7 +80,7 @@ class W1OT(PerturbationModel):
         self.bjorck_iters_eval = bjorck_iters_eval
         self.step_hidden_units = step_hidden_units
         self.clip_nonnegative = clip_nonnegative
-        self.n_validation = n_validation
+        self.val_size = val_size
         self.eval_every = eval_every
         self.checkpoint_every = checkpoint_every
         self.seed = seed
@@ -129,7 +131,7 @@ class W1OT(PerturbationModel):
         names = list(tgts)
         n_pot, n_step = self._iterations()
         phi, eta, disc = self._build(src.shape[1], len(names))
-        data = _Data.make(src, [tgts[k] for k in names], self.n_validation, self.seed, self.device_)
+        data = _Data.make(src, [tgts[k] for k in names], self.val_size, self.seed, self.device_)
 
         ckpt = training.Checkpoint(checkpoint, self.checkpoint_every)
         state = ckpt.load()
@@ -139,6 +141,7 @@ class W1OT(PerturbationModel):
             training.restore_generator(gen, state["generator"])
             history.rows = list(state["history"])
 
+        start, start_cpu = time.perf_counter(), time.process_time()
         if state is not None and state["stage"] == "step":
             phi.load_state_dict(state["potential"])
             phi.eval()
@@ -147,8 +150,13 @@ class W1OT(PerturbationModel):
         else:
             w1_val = self._fit_potential(phi, data, n_pot, gen, history, ckpt, state, names)
             step_state = None
+        middle, middle_cpu = time.perf_counter(), time.process_time()
         val_mmd = self._fit_step(phi, eta, disc, data, n_pot, n_step, gen, history, ckpt, step_state, names)
         ckpt.clear()
+        self.fit_seconds_ = {
+            "potential": middle - start, "step": time.perf_counter() - middle,
+            "potential_cpu": middle_cpu - start_cpu, "step_cpu": time.process_time() - middle_cpu,
+        }
 
         self.n_features_in_ = src.shape[1]
         self.perturbations_ = names
@@ -354,6 +362,7 @@ class W1OT(PerturbationModel):
             "perturbations_": list(self.perturbations_),
             "w1_validation_": self.w1_validation_,
             "val_mmd_": self.val_mmd_,
+            "fit_seconds_": self.fit_seconds_,
             "history_": self.history_.to_dict(orient="records"),
         }
 
@@ -399,17 +408,17 @@ class _Data:
         self.model_index = torch.arange(self.n_models, device=device)[:, None]
 
     @classmethod
-    def make(cls, source: np.ndarray, targets: list[np.ndarray], n_validation: int, seed: int,
+    def make(cls, source: np.ndarray, targets: list[np.ndarray], val_size: int, seed: int,
              device: torch.device) -> "_Data":
         def split(x: np.ndarray, salt: int) -> tuple[torch.Tensor, torch.Tensor]:
-            train, val = training.carve_validation(len(x), n_validation, seed + salt)
+            train, val = training.carve_validation(len(x), val_size, seed + salt)
             t = torch.from_numpy(x).to(device)
             return t[torch.from_numpy(train).to(device)], t[torch.from_numpy(val).to(device)]
 
         src, src_val = split(source, 0)
         pairs = [split(t, p + 1) for p, t in enumerate(targets)]
         if src_val.shape[0] and any(v.shape[0] == 0 for _, v in pairs):
-            raise ValueError("a target is too small to carve validation cells; pass n_validation=0")
+            raise ValueError("a target is too small to carve validation cells; pass val_size=0")
         return cls(src, src_val, [t for t, _ in pairs], [v for _, v in pairs], device)
 
     def _uniform(self, sizes: torch.Tensor, b: int, gen: torch.Generator) -> torch.Tensor:
