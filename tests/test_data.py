@@ -169,3 +169,20 @@ def test_slugs():
     assert slugify("a/b c") == "a_b_c"
     with pytest.raises(ValueError, match="same file name"):
         slug_map(["a b", "a+b"])
+
+
+def test_iid_companion_trains_on_half_the_holdout_and_keeps_the_target():
+    obs = obs_frame(n_per=40)
+    kwargs = dict(condition_key="condition", control="control", perturbations=["p1"], setting="oos",
+                  holdout_key="patient", holdout="A", seed=0)
+    held_out = assign_splits(obs, **kwargs)
+    companion = assign_splits(obs, companion=True, **kwargs)
+    in_a = obs["patient"] == "A"
+    target = lambda s: s.index[(s["split"] == "test") & ~s["reference"] & (obs["condition"] == "p1")]  # noqa: E731
+    # same evaluation target in both runs
+    assert list(target(held_out)) == list(target(companion))
+    # the companion trains on half of the holdout's control cells and the reference half of its perturbed cells
+    control_a = in_a & (obs["condition"] == "control")
+    assert (companion.loc[control_a, "split"] == "train").sum() == control_a.sum() // 2
+    assert (companion.loc[companion["reference"], "split"] == "train").all()
+    assert (companion.loc[~in_a, "split"] == "train").all()

@@ -49,6 +49,29 @@ def holdouts(config: dict, experiment: str) -> list[str]:
     return [IID_HOLDOUT] if exp.get("setting", "iid") == "iid" else list(exp["holdouts"])
 
 
+@dataclass(frozen=True)
+class HoldoutRun:
+    """One prepared dataset of an experiment: a holdout, or the i.i.d. companion of one."""
+
+    slug: str  # file name: results/<experiment>/data/<slug>.h5ad
+    holdout: str  # real holdout value ("all" for i.i.d.)
+    companion: bool = False  # trained with half of the holdout's cells, evaluated on the same cells
+
+
+COMPANION_PREFIX = "iid-"
+
+
+def holdout_runs(config: dict, experiment: str) -> list[HoldoutRun]:
+    """Every holdout of an experiment, followed by their i.i.d. companions when asked for."""
+    from perturbot.slugs import slugify
+
+    exp = config["experiments"][experiment]
+    runs = [HoldoutRun(slugify(h), h) for h in holdouts(config, experiment)]
+    if exp.get("iid_companion") and exp.get("setting", "iid") != "iid":
+        runs += [HoldoutRun(COMPANION_PREFIX + r.slug, r.holdout, companion=True) for r in list(runs)]
+    return runs
+
+
 def experiments_to_run(config: dict) -> list[str]:
     return list(config.get("run") or config["experiments"])
 
@@ -115,6 +138,8 @@ def check_config(config: dict) -> None:
         setting = exp.get("setting", "iid")
         if setting not in SETTINGS:
             raise ConfigError(f"{where}.setting: unknown setting {setting!r}; use one of {', '.join(SETTINGS)}")
+        if setting == "iid" and exp.get("iid_companion"):
+            raise ConfigError(f"{where}: iid_companion only makes sense for oos or ood experiments")
         if setting != "iid":
             if not exp.get("holdout_key"):
                 raise ConfigError(f"{where}: setting {setting} needs holdout_key (the obs column to hold out)")

@@ -189,7 +189,7 @@ def _atomic_write_h5ad(adata: ad.AnnData, path: str | Path) -> None:
 
 def aggregate_metrics(paths: list[str | Path], out: str | Path) -> pd.DataFrame:
     frame = pd.concat([pd.read_csv(p) for p in paths], ignore_index=True)
-    frame = frame.sort_values(["experiment", "holdout", "model", "perturbation", "metric"], kind="stable")
+    frame = frame.sort_values(["experiment", "setting", "holdout", "model", "perturbation", "metric"], kind="stable")
     frame.to_csv(out, index=False)
     return frame
 

@@ -67,6 +67,7 @@ def prepare(
     n_markers: int = 50,
     max_cells: int | None = None,
     seed: int = 0,
+    companion: bool = False,
 ) -> ad.AnnData:
     """Return the prepared AnnData: dense float32 X, ``obs['split']``, ``obs['reference']``, markers, recipe."""
     keep = subsample_per_condition(adata.obs, condition_key, max_cells, seed)
@@ -82,6 +83,7 @@ def prepare(
         test_fraction=test_fraction,
         min_cells=min_cells,
         seed=seed,
+        companion=companion,
     )
     adata.obs["split"] = splits["split"]
     adata.obs["reference"] = splits["reference"]
@@ -102,7 +104,7 @@ def prepare(
         "condition_key": condition_key,
         "control": control,
         "perturbations": list(perturbations),
-        "setting": setting,
+        "setting": "iid" if companion else setting,
         "holdout_key": holdout_key or "",
         "holdout": holdout,
         "recipe": recipe,

@@ -35,8 +35,15 @@ def assign_splits(
     test_fraction: float = 0.2,
     min_cells: int = 10,
     seed: int = 0,
+    companion: bool = False,
 ) -> pd.DataFrame:
-    """Return a frame indexed like ``obs`` with ``split`` (train/test) and ``reference`` (bool)."""
+    """Return a frame indexed like ``obs`` with ``split`` (train/test) and ``reference`` (bool).
+
+    ``companion`` (held-out settings): the i.i.d. companion of the holdout. Half of
+    the holdout's control cells and the ``reference`` half of its perturbed cells
+    join the training split; the other halves are the input and the target, the
+    same target cells as the held-out run's.
+    """
     rng = np.random.default_rng(seed)
     conditions = obs[condition_key].astype(str).to_numpy()
     split = np.full(len(obs), "train", dtype=object)
@@ -78,6 +85,10 @@ def assign_splits(
             if half < min_cells:
                 raise _too_few(f"each half of {label} in holdout {holdout!r}", half, min_cells)
             reference[idx[:half]] = True
+        if companion:
+            held_control = rng.permutation(np.flatnonzero((conditions == control) & held))
+            split[held_control[: len(held_control) // 2]] = "train"
+            split[reference] = "train"
     else:
         raise DataError(f"unknown setting {setting!r}; use iid, oos or ood")
     return pd.DataFrame({"split": pd.Categorical(split, categories=["train", "test"]), "reference": reference}, index=obs.index)

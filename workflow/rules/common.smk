@@ -9,10 +9,9 @@ from perturbot.config import (
     check_config,
     dataset_of,
     experiments_to_run,
-    holdouts,
+    holdout_runs,
     model_specs,
 )
-from perturbot.slugs import slugify
 
 try:
     validate(config, schema="../schemas/config.schema.yaml")
@@ -38,7 +37,7 @@ def spec(wildcards):
 
 
 def holdout_slugs(experiment):
-    return [slugify(h) for h in holdouts(config, experiment)]
+    return [run.slug for run in holdout_runs(config, experiment)]
 
 
 def uses_autoencoder(experiment):

@@ -10,7 +10,7 @@ checkpoint prepare_data:
     params:
         dataset=lambda wc: dataset_of(config, wc.experiment),
         experiment=lambda wc: config["experiments"][wc.experiment],
-        holdouts=lambda wc: holdouts(config, wc.experiment),
+        runs=lambda wc: holdout_runs(config, wc.experiment),
         seed=config["seed"],
     threads: 1
     resources:

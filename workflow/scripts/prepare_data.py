@@ -8,7 +8,7 @@ from pathlib import Path
 from perturbot.data.io import DataError, load_dataset
 from perturbot.logs import log_to_file
 from perturbot.preprocessing import prepare
-from perturbot.slugs import slug_map, slugify
+from perturbot.slugs import slug_map
 
 log_to_file(snakemake.log[0])
 exp = snakemake.params.experiment
@@ -19,7 +19,7 @@ shutil.rmtree(tmp, ignore_errors=True)
 tmp.mkdir(parents=True)
 try:
     adata, perturbations = load_dataset(dataset, name=exp["dataset"])
-    for holdout in snakemake.params.holdouts:
+    for run in snakemake.params.runs:
         prepared = prepare(
             adata,
             perturbations=perturbations,
@@ -28,15 +28,16 @@ try:
             modality=dataset["modality"],
             setting=exp["setting"],
             holdout_key=exp["holdout_key"],
-            holdout=holdout,
+            holdout=run.holdout,
             test_fraction=exp["test_fraction"],
             min_cells=exp["min_cells"],
             n_hvg=exp["n_hvg"],
             n_markers=exp["n_markers"],
             max_cells=exp["max_cells"],
             seed=snakemake.params.seed,
+            companion=run.companion,
         )
-        prepared.write_h5ad(tmp / f"{slugify(holdout)}.h5ad")
+        prepared.write_h5ad(tmp / f"{run.slug}.h5ad")
     info = {"perturbations": perturbations, "slugs": slug_map(perturbations)}
     (tmp / "perturbations.json").write_text(json.dumps(info, indent=1))
 except (DataError, ValueError) as err:
