@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+import http.server
+import io
 import os
 import subprocess
 import sys
+import threading
+import zipfile
 from pathlib import Path
 
 import torch
@@ -23,11 +28,11 @@ def run_workflow(
     """Run the repository's Snakefile in ``workdir`` with ``config`` written to ``workdir/config.yaml``."""
     workdir.mkdir(parents=True, exist_ok=True)
     cmd = [*SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir)]
-    if config is not None:
+    cmd += list(args)
+    if config is not None:  # last: --configfile takes every following word as a file
         path = workdir / "test_config.yaml"
         path.write_text(yaml.safe_dump(config, sort_keys=False))
         cmd += ["--configfile", str(path)]
-    cmd += list(args)
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     if check and proc.returncode != 0:
@@ -77,3 +82,55 @@ def small_counts_config(models, **experiment) -> dict:
             }
         },
     }
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def make_zip(entries: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, data in entries.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+class Server:
+    """Serves ``files`` (path -> bytes); paths in ``truncate`` announce more bytes than they send."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, bytes] = {}
+        self.truncate: set[str] = set()
+        self.requests: list[str] = []
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+                server.requests.append(self.path)
+                data = server.files.get(self.path)
+                if data is None:
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "application/octet-stream")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.path in server.truncate:
+                    self.wfile.write(data[: len(data) // 2])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    return
+                self.wfile.write(data)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()

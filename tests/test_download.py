@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
-import http.server
 import io
 import tarfile
-import threading
-import zipfile
 from pathlib import Path
 
 import pytest
+from helpers import Server, make_zip, sha256
 
 from perturbot.data import download
 from perturbot.data.download import DownloadError, UnverifiedDownloadWarning, fetch
@@ -18,18 +15,6 @@ from perturbot.data.io import DataError
 
 MEMBER = "datasets/4i/8h.h5ad"
 CONTENT = b"cells x features\n" * 1000
-
-
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def make_zip(entries: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for name, data in entries.items():
-            zf.writestr(name, data)
-    return buf.getvalue()
 
 
 def make_tar(entries: dict[str, bytes], links: dict[str, str] | None = None) -> bytes:
@@ -45,46 +30,6 @@ def make_tar(entries: dict[str, bytes], links: dict[str, str] | None = None) -> 
             info.linkname = target
             tf.addfile(info)
     return buf.getvalue()
-
-
-class Server:
-    """Serves ``files`` (path -> bytes); paths in ``truncate`` announce more bytes than they send."""
-
-    def __init__(self) -> None:
-        self.files: dict[str, bytes] = {}
-        self.truncate: set[str] = set()
-        self.requests: list[str] = []
-        server = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-                server.requests.append(self.path)
-                data = server.files.get(self.path)
-                if data is None:
-                    self.send_error(404)
-                    return
-                self.send_response(200)
-                self.send_header("Content-Type", "application/octet-stream")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                if self.path in server.truncate:
-                    self.wfile.write(data[: len(data) // 2])
-                    self.wfile.flush()
-                    self.close_connection = True
-                    return
-                self.wfile.write(data)
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 @pytest.fixture

@@ -1,9 +1,12 @@
-import re
 import json
+import os
+import re
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+from perturbot.data.catalog import resolve_catalog_entries
+from perturbot.data.io import DataError
 from perturbot.config import (
     ConfigError,
     check_config,
@@ -14,9 +17,10 @@ from perturbot.config import (
 )
 
 try:
+    resolve_catalog_entries(config, os.path.join(workflow.basedir, "resources", "datasets.yaml"))
     validate(config, schema="../schemas/config.schema.yaml")
     check_config(config)
-except ConfigError as err:
+except (ConfigError, DataError) as err:
     raise WorkflowError(f"Invalid configuration: {err}") from None
 
 EXPERIMENTS = list(config["experiments"])

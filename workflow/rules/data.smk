@@ -1,8 +1,35 @@
+def dataset_input(wildcards):
+    """What prepare_data reads: a verified download, a local file (tracked for changes), or nothing."""
+    name = config["experiments"][wildcards.experiment]["dataset"]
+    source = config["datasets"][name]["source"]
+    if isinstance(source, dict):
+        return f"resources/downloads/{name}.verified.json"
+    return [] if source == "synthetic" else [source]
+
+
+rule download_dataset:
+    """Download, verify and extract a dataset once, however many experiments use it."""
+    output:
+        "resources/downloads/{dataset}.verified.json",
+    log:
+        "resources/downloads/logs/{dataset}.log",
+    params:
+        source=lambda wc: config["datasets"][wc.dataset]["source"],
+    retries: 2
+    localrule: True
+    conda:
+        "../../envs/analysis.yaml"
+    script:
+        "../scripts/download_dataset.py"
+
+
 checkpoint prepare_data:
     """Load, check, split and preprocess the data of every holdout of an experiment.
 
     One job per experiment, so that a bad dataset stops the run before any training.
     """
+    input:
+        dataset_input,
     output:
         directory("results/{experiment}/data"),
     log:

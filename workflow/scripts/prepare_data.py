@@ -13,6 +13,10 @@ from perturbot.slugs import slug_map
 log_to_file(snakemake.log[0])
 exp = snakemake.params.experiment
 dataset = snakemake.params.dataset
+if isinstance(dataset["source"], dict):
+    # downloaded and verified by rule download_dataset: read the local file it recorded
+    with open(snakemake.input[0]) as fh:
+        dataset = {**dataset, "source": json.load(fh)["path"]}
 out = Path(snakemake.output[0])
 tmp = out.with_name(out.name + ".tmp")
 shutil.rmtree(tmp, ignore_errors=True)

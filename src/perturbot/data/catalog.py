@@ -58,3 +58,16 @@ def dataset_spec(name: str, catalog: dict) -> dict:
     }
     spec.update({key: copy.deepcopy(entry[key]) for key in SPEC_KEYS if key in entry})
     return spec
+
+
+def resolve_catalog_entries(config: dict, catalog_path: str | Path = DEFAULT_CATALOG) -> None:
+    """Fill config datasets that name a ``catalog`` entry from the catalog (config keys win), in place.
+
+    Runs before schema validation, so that the schema's defaults do not mask the catalog's values.
+    """
+    catalog = None
+    for entry in (config.get("datasets") or {}).values():
+        if isinstance(entry, dict) and "catalog" in entry:
+            catalog = catalog or load_catalog(catalog_path)
+            for key, value in dataset_spec(entry["catalog"], catalog).items():
+                entry.setdefault(key, value)
