@@ -14,7 +14,9 @@ def test_bounds_end_to_end_and_reproducible(tmp_path):
     config = small_features_config()
     run_workflow(tmp_path / "a", config, "--cores", "2")
     metrics = pd.read_csv(tmp_path / "a/results/toy_iid/metrics.csv")
-    assert list(metrics.columns) == ["experiment", "setting", "holdout", "model", "perturbation", "metric", "value"]
+    assert list(metrics.columns) == [
+        "experiment", "setting", "holdout", "model", "perturbation", "seed", "n_cells", "draw", "metric", "value"
+    ]
     mmd = metrics[metrics.metric == "mmd"].pivot(index="perturbation", columns="model", values="value")
     assert len(mmd) == 2
     assert (mmd["identity"] > mmd["observed"]).all()

@@ -33,6 +33,11 @@ class ModelSpec:
     model: str  # registry name
     space: str  # "data" or "latent"
     params: dict[str, Any] = field(default_factory=dict)
+    run: str = ""  # name in paths: the label, or <label>.seed<k> when an experiment lists seeds
+
+    @property
+    def seed(self) -> int:
+        return int(self.params.get("seed", 0))
 
     @property
     def needs_autoencoder(self) -> bool:
@@ -91,7 +96,8 @@ def model_specs(config: dict, experiment: str) -> list[ModelSpec]:
     Precedence (last wins): model defaults < the model's preset for the data
     modality (``Model.PRESETS``, the papers' 4i settings) < top-level ``model_params[model]``
     < experiment ``model_params[model]`` < the entry's own ``params``;
-    ``seed`` and ``device`` come from the top-level keys.
+    ``seed`` and ``device`` come from the top-level keys, or one spec per
+    seed of the experiment's ``seeds``.
     """
     exp = config["experiments"][experiment]
     modality = dataset_of(config, experiment).get("modality", "features")
@@ -111,10 +117,14 @@ def model_specs(config: dict, experiment: str) -> list[ModelSpec]:
             **config.get("model_params", {}).get(model, {}),
             **exp.get("model_params", {}).get(model, {}),
             **entry.get("params", {}),
-            "seed": int(config.get("seed", 0)),
             "device": config.get("device", "auto"),
         }
-        specs.append(ModelSpec(label=entry["name"], model=model, space=space, params=params))
+        seeds = exp.get("seeds")
+        for seed in seeds or [int(config.get("seed", 0))]:
+            run = f"{entry['name']}.seed{seed}" if seeds else entry["name"]
+            specs.append(
+                ModelSpec(label=entry["name"], model=model, space=space, params={**params, "seed": int(seed)}, run=run)
+            )
     return specs
 
 

@@ -21,13 +21,14 @@ import pandas as pd
 from perturbot import models as registry
 from perturbot.config import ModelSpec
 from perturbot.latent import load_model
-from perturbot.metrics import all_metrics
+from perturbot.metrics import all_metrics, logfc_mae
 from perturbot.models.base import PerturbationModel, json_default
 from perturbot.training import set_threads
 
 log = logging.getLogger(__name__)
 
 JOINT = "_joint"
+METRICS_COLUMNS = ["experiment", "setting", "holdout", "model", "perturbation", "seed", "n_cells", "draw", "metric", "value"]
 
 
 def _info(adata: ad.AnnData) -> dict:
@@ -128,6 +129,7 @@ def predict_and_evaluate(
     experiment: str,
     out_prediction: str | Path,
     out_metrics: str | Path,
+    evaluation: dict | None = None,
     threads: int = 1,
 ) -> pd.DataFrame:
     """Transport the test control cells, write the predicted cells and their metrics."""
@@ -154,29 +156,41 @@ def predict_and_evaluate(
     if spec.model != "observed" and truth_key in inputs.obsm:
         truth = np.asarray(inputs.obsm[truth_key])
     markers = info.get("markers", {}).get(perturbation)  # an array after the .h5ad round trip
-    rows = _metric_rows(predicted, target, truth, adata.var_names, markers)
-    frame = pd.DataFrame(
-        [
-            {
-                "experiment": experiment,
-                "setting": info["setting"],
-                "holdout": info["holdout"],
-                "model": spec.label,
-                "perturbation": perturbation,
-                "metric": metric,
-                "value": value,
-            }
-            for metric, value in rows.items()
-        ]
-    )
+    mmd_columns = adata.var_names.get_indexer(list(markers)) if markers is not None and len(markers) else None
+    key = {"experiment": experiment, "setting": info["setting"], "holdout": info["holdout"],
+           "model": spec.label, "perturbation": perturbation, "seed": spec.seed}
+    rows = []
+    for n_cells, draw, pred_idx, target_idx in evaluation_draws(len(predicted), len(target), evaluation, spec.seed):
+        values = all_metrics(
+            predicted[pred_idx], target[target_idx], None if truth is None else truth[pred_idx], mmd_features=mmd_columns
+        )
+        pseudo = info.get("pseudo_perturbation")
+        if pseudo and pseudo["name"] == perturbation:
+            features = adata.var_names.get_indexer(list(pseudo["features"]))
+            values["logfc_mae"] = logfc_mae(predicted[pred_idx], x, features, float(np.log2(pseudo["factor"])))
+        rows += [{**key, "n_cells": n_cells, "draw": draw, "metric": m, "value": v} for m, v in values.items()]
+    frame = pd.DataFrame(rows, columns=METRICS_COLUMNS)
     frame.to_csv(out_metrics, index=False)
     return frame
 
 
-def _metric_rows(predicted, target, truth, var_names, markers) -> dict[str, float]:
-    """mmd on marker genes where they exist (scRNA-seq), other metrics on every feature."""
-    columns = pd.Index(var_names).get_indexer(list(markers)) if markers is not None and len(markers) else None
-    return all_metrics(predicted, target, truth, mmd_features=columns)
+def evaluation_draws(n_pred: int, n_target: int, evaluation: dict | None, seed: int):
+    """(n_cells, draw, prediction rows, target rows) to score: all cells, or seeded subsamples.
+
+    With ``evaluation = {n_cells: [...], draws: k}`` each size is drawn ``k`` times
+    (without replacement; capped at the smaller population), as in the papers'
+    evaluation.
+    """
+    evaluation = evaluation or {}
+    sizes = evaluation.get("n_cells")
+    if not sizes:
+        yield min(n_pred, n_target), 0, np.arange(n_pred), np.arange(n_target)
+        return
+    for size in sizes:
+        n = min(int(size), n_pred, n_target)
+        for draw in range(int(evaluation.get("draws", 1))):
+            rng = np.random.default_rng([seed, n, draw])
+            yield n, draw, np.sort(rng.choice(n_pred, n, replace=False)), np.sort(rng.choice(n_target, n, replace=False))
 
 
 def _atomic_write_h5ad(adata: ad.AnnData, path: str | Path) -> None:
@@ -189,7 +203,9 @@ def _atomic_write_h5ad(adata: ad.AnnData, path: str | Path) -> None:
 
 def aggregate_metrics(paths: list[str | Path], out: str | Path) -> pd.DataFrame:
     frame = pd.concat([pd.read_csv(p) for p in paths], ignore_index=True)
-    frame = frame.sort_values(["experiment", "setting", "holdout", "model", "perturbation", "metric"], kind="stable")
+    frame = frame.sort_values(
+        ["experiment", "setting", "holdout", "model", "perturbation", "seed", "n_cells", "draw", "metric"], kind="stable"
+    )
     frame.to_csv(out, index=False)
     return frame
 

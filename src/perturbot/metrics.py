@@ -93,3 +93,16 @@ def all_metrics(
     if truth is not None:
         out["gt_rmse"] = gt_rmse(pred, truth)
     return out
+
+
+def logfc_mae(pred: np.ndarray, control: np.ndarray, features: np.ndarray, true_logfc: float) -> float:
+    """Mean absolute error of the predicted log2 fold change on the features with a known change.
+
+    The sensitivity test's score: log2(mean prediction / mean control) per feature
+    against the true log2 fold change (a pseudo-perturbation that scales them).
+    """
+    eps = 1e-8
+    pred_mean = np.asarray(pred, float)[:, features].mean(0)
+    control_mean = np.asarray(control, float)[:, features].mean(0)
+    predicted = np.log2((np.abs(pred_mean) + eps) / (np.abs(control_mean) + eps))
+    return float(np.abs(predicted - true_logfc).mean())

@@ -110,5 +110,7 @@ def prepare(
         "recipe": recipe,
         "markers": markers,
     }
+    if "pseudo_perturbation" in adata.uns:
+        adata.uns["perturbot"]["pseudo_perturbation"] = adata.uns.pop("pseudo_perturbation")
     adata.uns.pop("log1p", None)
     return adata

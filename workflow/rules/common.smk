@@ -24,7 +24,8 @@ except (ConfigError, DataError) as err:
     raise WorkflowError(f"Invalid configuration: {err}") from None
 
 EXPERIMENTS = list(config["experiments"])
-SPECS = {exp: {s.label: s for s in model_specs(config, exp)} for exp in EXPERIMENTS}
+# experiment -> model run (path name: the label, or <label>.seed<k>) -> ModelSpec
+SPECS = {exp: {s.run: s for s in model_specs(config, exp)} for exp in EXPERIMENTS}
 # device: cuda makes every training job ask the scheduler for one GPU
 GPU_REQUEST = 1 if config["device"] == "cuda" else 0
 
@@ -88,5 +89,6 @@ def all_targets(wildcards):
     for exp in experiments_to_run(config):
         targets.append(f"results/{exp}/metrics.csv")
         targets.append(f"results/{exp}/provenance.json")
+        targets.append(f"results/{exp}/statistics.csv")
         targets += figure_targets(exp)
     return targets + global_figure_targets()

@@ -16,6 +16,7 @@ rule predict:
     params:
         spec=spec,
         perturbation=lambda wc: data_info(wc.experiment)["slugs"][wc.perturbation],
+        evaluation=lambda wc: config["experiments"][wc.experiment]["evaluation"],
     threads: 1
     resources:
         mem_mb=4000,
@@ -58,3 +59,23 @@ rule provenance:
         "../../envs/analysis.yaml"
     script:
         "../scripts/provenance.py"
+
+
+rule statistics:
+    """Wilcoxon rank-sum tests between every pair of models."""
+    input:
+        "results/{experiment}/metrics.csv",
+    output:
+        report(
+            "results/{experiment}/statistics.csv",
+            caption="../report/statistics.rst",
+            category="{experiment}",
+            subcategory="Metrics",
+        ),
+    log:
+        "results/{experiment}/logs/statistics.log",
+    localrule: True
+    conda:
+        "../../envs/analysis.yaml"
+    script:
+        "../scripts/statistics.py"

@@ -14,5 +14,6 @@ predict_and_evaluate(
     experiment=snakemake.wildcards.experiment,
     out_prediction=snakemake.output.prediction,
     out_metrics=snakemake.output.metrics,
+    evaluation=snakemake.params.evaluation,
     threads=snakemake.threads,
 )

@@ -109,11 +109,61 @@ def check_dataset(adata: ad.AnnData, spec: dict, name: str = "dataset") -> list[
     return perturbations
 
 
+def add_pseudo_perturbation(
+    adata: ad.AnnData,
+    condition_key: str,
+    control: str,
+    *,
+    name: str = "pseudo",
+    n_features: int = 5,
+    min_expressed: float = 0.6,
+    factor: float = 2.0,
+    seed: int = 0,
+) -> ad.AnnData:
+    """The W1-OT paper's sensitivity test: a perturbation with a known effect, made from control cells.
+
+    Picks ``n_features`` features expressed (> 0) in at least ``min_expressed`` of the
+    control cells and multiplies them by ``factor`` in a random half of those cells,
+    which are relabelled ``name``. The true log2 fold change is log2(factor) on those
+    features and 0 elsewhere; the choice is recorded in ``uns['pseudo_perturbation']``.
+    """
+    rng = np.random.default_rng(seed)
+    is_control = (adata.obs[condition_key].astype(str) == control).to_numpy()
+    x = adata.X.toarray() if sparse.issparse(adata.X) else np.array(adata.X, dtype=np.float32)
+    expressed = (x[is_control] > 0).mean(0) >= min_expressed
+    candidates = np.flatnonzero(expressed)
+    if len(candidates) < n_features:
+        raise DataError(
+            f"pseudo_perturbation: only {len(candidates)} feature(s) are expressed in at least "
+            f"{min_expressed:.0%} of control cells, {n_features} needed"
+        )
+    chosen = np.sort(rng.choice(candidates, size=n_features, replace=False))
+    cells = rng.permutation(np.flatnonzero(is_control))[: int(is_control.sum()) // 2]
+    x[np.ix_(cells, chosen)] *= factor
+    out = ad.AnnData(x, obs=adata.obs.copy(), var=adata.var.copy())
+    labels = out.obs[condition_key].astype(str).to_numpy().astype(object)
+    labels[cells] = name
+    out.obs[condition_key] = labels
+    out.uns["pseudo_perturbation"] = {
+        "name": name,
+        "features": [str(f) for f in adata.var_names[chosen]],
+        "factor": float(factor),
+    }
+    return out
+
+
 def load_dataset(spec: dict, name: str = "dataset", base_dir: str | Path = ".") -> tuple[ad.AnnData, list[str]]:
     """Read, derive columns, pick the matrix, keep control + chosen perturbations, and check."""
     raw = read_source(spec, name=name, base_dir=base_dir)
     derive_columns(raw, spec.get("derive_obs", {}), name)
     adata = select_matrix(raw, spec.get("layer"), name)
+    pseudo = spec.get("pseudo_perturbation")
+    if pseudo:
+        key, control = spec.get("condition_key", "condition"), spec.get("control", "control")
+        if key not in adata.obs:
+            check_dataset(adata, spec, name)  # raises the clear missing-column error
+        adata = add_pseudo_perturbation(adata, key, control, **pseudo)
+        spec = {**spec, "perturbations": [pseudo.get("name", "pseudo")]}
     perturbations = check_dataset(adata, spec, name)
     key, control = spec.get("condition_key", "condition"), spec.get("control", "control")
     keep = adata.obs[key].astype(str).isin([control, *perturbations]).to_numpy()
