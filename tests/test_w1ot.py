@@ -182,7 +182,7 @@ def test_translation_in_10d_is_recovered_per_cell():
     grad = model.direction(x)
     cos = -(grad @ m) / np.linalg.norm(grad, axis=1) / np.linalg.norm(m)
     assert cos.min() > 0.99
-    assert np.abs(mapped.mean(0) - (x + m).mean(0)).max() < 0.15
+    assert np.abs(mapped.mean(0) - (x + m).mean(0)).max() < 0.25  # < 6 % of |m|, on every feature
 
 
 # ----------------------------------------------------------------- contract
@@ -240,6 +240,7 @@ def test_resume_equals_straight_through(tmp_path, monkeypatch, stop_after):
     assert resumed.history_.equals(reference.history_)
 
 
+@pytest.mark.slow
 def test_fit_many_learns_each_perturbation():
     rng = np.random.default_rng(0)
     x = rng.standard_normal((600, 2)).astype(np.float32)
