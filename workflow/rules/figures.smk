@@ -1,4 +1,5 @@
 from perturbot.data.toy2d import DATASETS as TOY_DATASETS
+from perturbot.slugs import slugify
 
 OT_KINDS = ("cellot", "w1ot")
 #: Figures of one experiment beside the per-perturbation and per-OT-model ones.

@@ -1,32 +1,34 @@
-"""Rule figure_marginals: first holdout, up to four perturbations, the features that change most."""
+"""Rule figure_marginals: one holdout, the chosen perturbations, their markers or most changed features."""
 
-from collections import defaultdict
 from pathlib import Path
 
 import anndata as ad
 
 from perturbot.experiment import evaluation_target, model_input
 from perturbot.logs import log_to_file
-from perturbot.plotting import changing_features, marginals, save_figure
+from perturbot.plotting import marginal_features, marginals, save_figure
 
 log_to_file(snakemake.log[0])
 options = snakemake.params.figures
-by_holdout = defaultdict(lambda: defaultdict(dict))
-for path in map(Path, snakemake.input.predictions):
-    holdout, model = path.parts[-3], path.parts[-2]
-    pred = ad.read_h5ad(path)
-    by_holdout[holdout][pred.obs["perturbation"].iloc[0]][model] = pred
-holdout = sorted(by_holdout)[0]
+holdout = snakemake.params.holdout
 data = ad.read_h5ad(Path(snakemake.input.data) / f"{holdout}.h5ad")
+info = data.uns["perturbot"]
 control = model_input(data)
+predictions: dict[str, dict[str, ad.AnnData]] = {}
+for path in snakemake.input.predictions:
+    pred = ad.read_h5ad(path)
+    # identity's prediction is the control cells, drawn already
+    if snakemake.params.kinds[pred.obs["model"].iloc[0]] != "identity":
+        predictions.setdefault(pred.obs["perturbation"].iloc[0], {})[pred.obs["model"].iloc[0]] = pred
 rows = []
-for perturbation in data.uns["perturbot"]["perturbations"][:4]:
+for perturbation, by_model in predictions.items():
     target = evaluation_target(data, perturbation)
-    observed = ad.AnnData(target, var=data.var)
-    features = options.get("marginal_features") or changing_features(
-        control.X, target, list(data.var_names), options.get("n_marginals", 4)
+    features = marginal_features(
+        info, perturbation, control.X, target, data.var_names, options["n_marginals"], options.get("marginal_features")
     )
-    predictions = {m: p for m, p in by_holdout[holdout][perturbation].items() if m != "identity"}
-    rows.append({"name": perturbation, "control": control, "observed": observed, "predictions": predictions, "features": features})
-title = f"{snakemake.wildcards.experiment} (holdout {holdout})"
-save_figure(marginals(rows, title=title), snakemake.output.pdf)
+    rows.append(
+        {"name": perturbation, "control": control, "observed": ad.AnnData(target, var=data.var), "predictions": by_model, "features": features}
+    )
+value_label = "log-normalised expression" if info["recipe"]["modality"] != "features" else "feature value"
+title = f"{snakemake.wildcards.experiment}, holdout {holdout}"
+save_figure(marginals(rows, title=title, value_label=value_label), snakemake.output.pdf)

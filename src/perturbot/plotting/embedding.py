@@ -1,0 +1,179 @@
+"""Cells in two dimensions: joint UMAPs of observed and predicted cells, response vector fields in PCA space."""
+
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib import pyplot as plt
+from sklearn.decomposition import PCA
+
+from perturbot.plotting.style import MODEL_COLORS, display_name, model_color
+
+OBSERVED = "observed perturbed"
+CONTROL = "control"
+
+
+def joint_embedding(
+    blocks: dict[str, np.ndarray], *, max_cells: int = 500, n_pcs: int = 50, seed: int = 0
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """UMAP of several populations embedded together (scanpy ``pp.neighbors`` + ``tl.umap``).
+
+    Each block is subsampled to at most ``max_cells`` rows; data wider than
+    ``n_pcs`` are reduced by PCA first. Returns a frame with ``origin``,
+    ``umap1``, ``umap2`` and the stacked (subsampled) cells, row-aligned.
+    """
+    import scanpy as sc
+
+    rng = np.random.default_rng(seed)
+    origins, cells = [], []
+    for name, x in blocks.items():
+        x = np.asarray(x, dtype=np.float32)
+        keep = np.sort(rng.choice(len(x), size=min(max_cells, len(x)), replace=False))
+        origins += [name] * len(keep)
+        cells.append(x[keep])
+    stacked = np.concatenate(cells)
+    adata = ad.AnnData(stacked)
+    if stacked.shape[1] > n_pcs:
+        sc.pp.pca(adata, n_comps=min(n_pcs, stacked.shape[0] - 1, stacked.shape[1] - 1), random_state=seed)
+        rep = "X_pca"
+    else:
+        rep = "X"
+    sc.pp.neighbors(adata, n_neighbors=15, use_rep=rep, random_state=seed)
+    sc.tl.umap(adata, random_state=seed)
+    frame = pd.DataFrame({"origin": origins, "umap1": adata.obsm["X_umap"][:, 0], "umap2": adata.obsm["X_umap"][:, 1]})
+    return frame, stacked
+
+
+def _scatter(ax: plt.Axes, frame: pd.DataFrame, mask, color, size: float = 4, **kwargs) -> None:
+    ax.scatter(frame.loc[mask, "umap1"], frame.loc[mask, "umap2"], s=size, c=color, linewidths=0, rasterized=True, **kwargs)
+
+
+def joint_umap(
+    frame: pd.DataFrame,
+    models: list[str],
+    *,
+    feature: tuple[str, np.ndarray] | None = None,
+    kinds: dict[str, str] | None = None,
+    title: str | None = None,
+) -> plt.Figure:
+    """One panel per model: its predicted cells over the observed perturbed cells, in one joint UMAP.
+
+    ``frame`` comes from :func:`joint_embedding` with blocks ``control``,
+    ``observed perturbed`` and one per model label. ``feature`` = (name,
+    values row-aligned with ``frame``) adds a second row coloured by that
+    feature (the CellOT paper's pERK panel).
+    """
+    n_rows = 2 if feature is not None else 1
+    n_cols = len(models) + 1
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(2.3 * n_cols, 2.4 * n_rows + 0.4), squeeze=False)
+    origin = frame["origin"].to_numpy()
+    every = np.ones(len(frame), bool)
+    ax = axes[0][0]
+    for name in [CONTROL, OBSERVED, *models]:
+        color = {CONTROL: MODEL_COLORS["control"], OBSERVED: MODEL_COLORS["perturbed"]}.get(name) or model_color(name, kinds)
+        label = {CONTROL: "Control", OBSERVED: "Observed perturbed"}.get(name) or display_name(name)
+        _scatter(ax, frame, origin == name, color, size=2.5, label=label, alpha=0.8)
+    ax.set_title("All cells")
+    for ax, model in zip(axes[0][1:], models):
+        _scatter(ax, frame, every, "#e6e6e6", size=2)
+        _scatter(ax, frame, origin == OBSERVED, MODEL_COLORS["perturbed"], size=3, alpha=0.6)
+        _scatter(ax, frame, origin == model, model_color(model, kinds), size=3, alpha=0.7)
+        ax.set_title(display_name(model), color=model_color(model, kinds))
+    if feature is not None:
+        name, values = feature
+        lo, hi = np.nanpercentile(values, [1, 99])
+        for ax, shown in zip(axes[1], [OBSERVED, *models]):
+            _scatter(ax, frame, every, "#e6e6e6", size=2)
+            mask = origin == shown
+            points = ax.scatter(
+                frame.loc[mask, "umap1"], frame.loc[mask, "umap2"], c=values[mask], s=3, cmap="viridis",
+                vmin=lo, vmax=hi, linewidths=0, rasterized=True,
+            )
+            ax.set_title("Observed perturbed" if shown == OBSERVED else display_name(shown), fontsize=9)
+        fig.colorbar(points, ax=axes[1].tolist(), shrink=0.8, pad=0.01, label=name)
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_xlabel("UMAP 1", fontsize=7)
+        ax.set_ylabel("UMAP 2", fontsize=7)
+        sns.despine(ax=ax)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=len(labels), frameon=False, markerscale=3)
+    if title:
+        fig.suptitle(title)
+    if feature is None:
+        fig.tight_layout()
+    return fig
+
+
+def response_field(
+    control_pcs: np.ndarray, response_pcs: np.ndarray, bins: int, lims: tuple, min_cells: int = 3
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Mean response of the cells in each square of a ``bins`` × ``bins`` grid (squares with too few cells dropped).
+
+    Returns the squares' centres (x, y) and mean responses (u, v).
+    """
+    (x0, x1), (y0, y1) = lims
+    ix = np.clip(((control_pcs[:, 0] - x0) / (x1 - x0) * bins).astype(int), 0, bins - 1)
+    iy = np.clip(((control_pcs[:, 1] - y0) / (y1 - y0) * bins).astype(int), 0, bins - 1)
+    cell = ix * bins + iy
+    counts = np.bincount(cell, minlength=bins * bins)
+    u = np.bincount(cell, weights=response_pcs[:, 0], minlength=bins * bins)
+    v = np.bincount(cell, weights=response_pcs[:, 1], minlength=bins * bins)
+    keep = counts >= min_cells
+    centres = np.arange(bins * bins)[keep]
+    cx = x0 + (centres // bins + 0.5) * (x1 - x0) / bins
+    cy = y0 + (centres % bins + 0.5) * (y1 - y0) / bins
+    return cx, cy, u[keep] / counts[keep], v[keep] / counts[keep]
+
+
+def vector_field(
+    control: np.ndarray,
+    responses: dict[str, dict[str, np.ndarray]],
+    *,
+    bins: int = 15,
+    kinds: dict[str, str] | None = None,
+    title: str | None = None,
+) -> plt.Figure:
+    """Per-cell response (prediction − control) averaged on a grid of the control cells' first two PCs.
+
+    ``responses``: {perturbation: {label: predicted cells row-aligned with
+    ``control``}}; label ``truth`` is the known true response. Arrows share
+    one scale across panels, so their lengths compare.
+    """
+    pca = PCA(n_components=2).fit(control)
+    pcs = pca.transform(control)
+    pad = 0.05 * np.ptp(pcs, axis=0)
+    lims = ((pcs[:, 0].min() - pad[0], pcs[:, 0].max() + pad[0]), (pcs[:, 1].min() - pad[1], pcs[:, 1].max() + pad[1]))
+    fields = {
+        (p, label): response_field(pcs, (pred - control) @ pca.components_.T, bins, lims)
+        for p, by_label in responses.items()
+        for label, pred in by_label.items()
+    }
+    longest = max((np.hypot(f[2], f[3]).max() for f in fields.values() if len(f[2])), default=1.0)
+    # the longest mean arrow spans 1.5 grid squares
+    scale = longest / (1.5 * (lims[0][1] - lims[0][0]) / bins)
+    labels = list(next(iter(responses.values())))
+    fig, axes = plt.subplots(
+        len(responses), len(labels), figsize=(2.8 * len(labels) + 0.4, 2.6 * len(responses) + 0.3), squeeze=False
+    )
+    ratio = pca.explained_variance_ratio_ * 100
+    for axes_row, perturbation in zip(axes, responses):
+        for ax, label in zip(axes_row, labels):
+            ax.scatter(pcs[:, 0], pcs[:, 1], s=2, c=MODEL_COLORS["control"], linewidths=0, rasterized=True)
+            cx, cy, u, v = fields[(perturbation, label)]
+            color = MODEL_COLORS["truth"] if label == "truth" else model_color(label, kinds)
+            ax.quiver(cx, cy, u, v, color=color, angles="xy", scale_units="xy", scale=scale, width=0.006)
+            ax.set_xlim(*lims[0])
+            ax.set_ylim(*lims[1])
+            ax.set_title("True response" if label == "truth" else display_name(label), color=color)
+            ax.set_xlabel(f"PC 1 of control ({ratio[0]:.0f}%)")
+            ax.set_ylabel("")
+        axes_row[0].set_ylabel(f"{perturbation}\nPC 2 of control ({ratio[1]:.0f}%)")
+    sns.despine(fig)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,106 @@
+"""The one palette, the papers' model names, and how every figure is saved.
+
+Every figure module takes its colours and names from here, so a model keeps
+its colour in every figure of every experiment.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+# TrueType fonts (type 42) embed the glyphs in the PDF
+matplotlib.rcParams.update(
+    {
+        "pdf.fonttype": 42,
+        "ps.fonttype": 42,
+        "savefig.bbox": "tight",
+        "figure.dpi": 110,
+        "axes.titlesize": 10,
+        "axes.labelsize": 9,
+        "xtick.labelsize": 8,
+        "ytick.labelsize": 8,
+        "legend.fontsize": 8,
+    }
+)
+
+#: Display names as in the papers.
+DISPLAY_NAMES = {
+    "identity": "Identity",
+    "observed": "Observed",
+    "scgen": "scGen",
+    "cae": "cAE",
+    "cellot": "CellOT",
+    "w1ot": "W1-OT",
+}
+MODEL_COLORS = {
+    "identity": "#9e9e9e",
+    "observed": "#4d4d4d",
+    "scgen": "#e69f00",
+    "cae": "#cc79a7",
+    "cellot": "#0072b2",
+    "w1ot": "#d55e00",
+    "control": "#bdbdbd",
+    "perturbed": "#000000",
+    "truth": "#009e73",
+}
+#: Registry names of the optimal-transport models (the papers' subject); the rest are baselines.
+OT_MODELS = ("cellot", "w1ot")
+#: Bounds rather than competitors: identity is the worst sensible prediction, observed the best.
+BOUNDS = ("identity", "observed")
+_EXTRA = sns.color_palette("tab10").as_hex()
+
+
+def base_model(label: str, kinds: dict[str, str] | None = None) -> str:
+    """Registry name of a label: from ``kinds`` when given, else the label's first ``_`` part."""
+    if kinds and label in kinds:
+        return kinds[label]
+    return label if label in MODEL_COLORS else label.split("_")[0]
+
+
+def display_name(label: str) -> str:
+    """The papers' name of a model; ``w1ot_genes`` becomes ``W1-OT (genes)``."""
+    if label in DISPLAY_NAMES:
+        return DISPLAY_NAMES[label]
+    base, _, rest = label.partition("_")
+    if base in DISPLAY_NAMES and rest:
+        return f"{DISPLAY_NAMES[base]} ({rest.replace('_', ' ')})"
+    return label
+
+
+def model_color(label: str, kinds: dict[str, str] | None = None) -> str:
+    """Colour of a model label; unknown labels get a stable colour from their name."""
+    if label in MODEL_COLORS:
+        return MODEL_COLORS[label]
+    base = base_model(label, kinds)
+    if base in MODEL_COLORS:
+        return MODEL_COLORS[base]
+    return _EXTRA[sum(map(ord, label)) % len(_EXTRA)]
+
+
+def model_order(labels, kinds: dict[str, str] | None = None) -> list[str]:
+    """Bounds first (identity, observed), then baselines, then OT models, then the rest."""
+    rank = {name: i for i, name in enumerate(DISPLAY_NAMES)}
+    return sorted(set(labels), key=lambda m: (rank.get(base_model(m, kinds), len(rank)), m))
+
+
+def is_ot(label: str, kinds: dict[str, str] | None = None) -> bool:
+    return base_model(label, kinds) in OT_MODELS
+
+
+def is_bound(label: str, kinds: dict[str, str] | None = None) -> bool:
+    return base_model(label, kinds) in BOUNDS
+
+
+def save_figure(fig: plt.Figure, pdf_path: str | Path) -> None:
+    """Write the PDF (fonts embedded) and a PNG preview beside it."""
+    pdf_path = Path(pdf_path)
+    pdf_path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(pdf_path)
+    fig.savefig(pdf_path.with_suffix(".png"), dpi=150)
+    plt.close(fig)

@@ -1,0 +1,233 @@
+"""Figures: the plotting functions on small constructed tables, and the figure rules on a tiny workflow run."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from helpers import run_workflow, small_features_config
+
+from perturbot.cell_states import mean_cost_by_state
+from perturbot.plotting import (
+    cost_summary,
+    display_name,
+    iid_vs_holdout_pairs,
+    job_resources,
+    marginal_features,
+    mmd_boxplot,
+    model_color,
+    rank_sum_tests,
+    response_field,
+    stars,
+    training_runs,
+)
+from perturbot.plotting.scores import held_out_rows
+
+
+def metrics_table(values: dict[str, list[float]], setting: str = "iid", holdout: str = "all") -> pd.DataFrame:
+    rows = [
+        {"experiment": "e", "setting": setting, "holdout": holdout, "model": m, "perturbation": f"p{i}", "metric": "mmd", "value": v}
+        for m, vs in values.items()
+        for i, v in enumerate(vs)
+    ]
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------- palette and names
+
+
+def test_one_colour_per_model_whatever_its_label():
+    assert model_color("cellot") == model_color("cellot_genes") == model_color("my_ot", {"my_ot": "cellot"})
+    assert model_color("cellot") != model_color("w1ot")
+    assert display_name("w1ot") == "W1-OT" and display_name("w1ot_genes") == "W1-OT (genes)"
+
+
+# ---------------------------------------------------------------- scores
+
+
+def test_stars_thresholds():
+    assert [stars(p) for p in (0.0005, 0.005, 0.03, 0.2, float("nan"))] == ["***", "**", "*", "n.s.", "n.s."]
+
+
+def test_rank_sum_stars_where_the_ot_model_is_clearly_better():
+    low = [0.01, 0.012, 0.011, 0.013, 0.009, 0.010, 0.014, 0.012]
+    table = metrics_table(
+        {
+            "identity": [1.0 + 0.01 * i for i in range(8)],
+            "observed": [0.001] * 8,
+            "scgen": [0.0105, 0.0115, 0.0095, 0.0125, 0.0135, 0.0108, 0.0118, 0.0098],  # indistinguishable
+            "cellot": low,
+        }
+    )
+    tests = rank_sum_tests(table).set_index("baseline")
+    # observed is the lower bound, not a competitor
+    assert set(tests.index) == {"identity", "scgen"}
+    # complete separation of 8 vs 8: rank sum 36, z = (36 - 68) / sqrt(8 * 8 * 17 / 12), p = 2 Phi(z)
+    assert tests.loc["identity", "p"] == pytest.approx(0.000778, rel=0.01)
+    assert tests.loc["identity", "stars"] == "***"
+    assert tests.loc["scgen", "stars"] == "n.s."
+    figure = mmd_boxplot(table)
+    texts = [t.get_text() for t in figure.axes[0].texts]
+    assert sorted(texts) == ["***", "n.s."]
+
+
+def test_labels_are_tested_by_what_the_model_is():
+    table = metrics_table({"identity": [1.0, 1.1, 1.2], "mine": [0.1, 0.2, 0.3]})
+    assert rank_sum_tests(table).empty
+    assert list(rank_sum_tests(table, {"identity": "identity", "mine": "w1ot"})["ot"]) == ["mine"]
+
+
+def test_iid_companion_rows_pair_with_the_held_out_rows_and_stay_out_of_the_box_plot():
+    held = metrics_table({"cellot": [0.2, 0.3]}, setting="ood", holdout="line_B")
+    companion = metrics_table({"cellot": [0.1, 0.15]}, setting="iid", holdout="line_B")
+    pairs = iid_vs_holdout_pairs(pd.concat([held, companion]))
+    assert pairs.sort_values("perturbation")[["value_iid", "value_holdout"]].to_numpy().tolist() == [[0.1, 0.2], [0.15, 0.3]]
+    assert len(held_out_rows(pd.concat([held, companion]))) == 2
+    with pytest.raises(ValueError, match="companion"):
+        iid_vs_holdout_pairs(held)
+
+
+# ---------------------------------------------------------------- cells
+
+
+def test_response_field_averages_the_cells_of_each_square():
+    pcs = np.array([[0.1, 0.1], [0.2, 0.2], [0.3, 0.1], [0.9, 0.9], [0.8, 0.9], [0.9, 0.8], [0.6, 0.1]])
+    resp = np.array([[1, 0], [2, 0], [3, 0], [0, 1], [0, 2], [0, 3], [5, 5]], float)
+    cx, cy, u, v = response_field(pcs, resp, bins=2, lims=((0, 1), (0, 1)), min_cells=2)
+    # the lone cell at (0.6, 0.1) is in a square with too few cells
+    assert cx.tolist() == [0.25, 0.75] and cy.tolist() == [0.25, 0.75]
+    assert u.tolist() == [2.0, 0.0] and v.tolist() == [0.0, 2.0]
+
+
+def test_mean_cost_by_state_and_its_side_bars():
+    states = pd.Series({"a": "S0", "b": "S0", "c": "S1"}, name="state")
+    costs = pd.DataFrame(
+        {"cell": ["a", "b", "c", "a", "b", "c"], "perturbation": ["x"] * 3 + ["y"] * 3, "transport_cost": [1, 3, 10, 2, 2, 2]}
+    )
+    table = mean_cost_by_state(costs, states)
+    assert table.loc["x"].tolist() == [2.0, 10.0] and table.loc["y"].tolist() == [2.0, 2.0]
+    summary = cost_summary(table)
+    assert summary.loc["x", "sum"] == 12 and summary.loc["x", "cv"] == pytest.approx(4 / 6)
+    assert summary.loc["y", "cv"] == 0
+    with pytest.raises(ValueError, match="different cells"):
+        mean_cost_by_state(costs.assign(cell=["q"] * 6), states)
+
+
+def test_marginal_features_markers_for_scrna_else_the_most_changed():
+    control = np.zeros((20, 3))
+    perturbed = np.zeros((20, 3))
+    perturbed[:, 2] = 5.0
+    perturbed[:, 0] = np.linspace(-1, 1, 20)
+    names = ["f0", "f1", "f2"]
+    assert marginal_features({}, "p", control, perturbed, names, 1) == ["f2"]
+    info = {"markers": {"p": np.array(["f1", "f0"])}}
+    assert marginal_features(info, "p", control, perturbed, names, 1) == ["f1"]
+    assert marginal_features(info, "p", control, perturbed, names, 1, chosen=["f0"]) == ["f0"]
+    with pytest.raises(ValueError, match="nope"):
+        marginal_features({}, "p", control, perturbed, names, 1, chosen=["nope"])
+
+
+# ---------------------------------------------------------------- timing
+
+
+def test_training_runs_and_job_resources_from_benchmark_files(tmp_path):
+    run = tmp_path / "results/exp/models/all/cellot/drug"
+    run.mkdir(parents=True)
+    (run / "model.json").write_text(json.dumps({"model": "cellot", "state": {"n_features_in_": 12}}))
+    pd.DataFrame({"iteration": [500, 1000, 1500, 2000]}).to_csv(run / "history.csv", index=False)
+    header = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+    (run / "benchmark.tsv").write_text(header + "30.0\t0:00:30\t512.5\t0\t0\t0\t0\t0\t0\t28.0\n")
+    ae = tmp_path / "results/exp/models/all/autoencoder"
+    ae.mkdir(parents=True)
+    (ae / "benchmark.tsv").write_text(header + "8.0\t0:00:08\t300.0\t0\t0\t0\t0\t0\t0\t7.0\n")
+    runs = training_runs([run])
+    assert runs.loc[0, ["kind", "dimension", "iterations"]].tolist() == ["cellot", 12, 2000]
+    assert runs.loc[0, "s_per_1k_iters"] == pytest.approx(15.0)
+    jobs = job_resources([run / "benchmark.tsv", ae / "benchmark.tsv"])
+    assert jobs[["model", "job", "wall_s", "max_rss_mb"]].to_dict("records") == [
+        {"model": "autoencoder", "job": "", "wall_s": 8.0, "max_rss_mb": 300.0},
+        {"model": "cellot", "job": "drug", "wall_s": 30.0, "max_rss_mb": 512.5},
+    ]
+
+
+# ---------------------------------------------------------------- the rules on a tiny run
+
+EXP = "toy_iid"
+
+
+def per_experiment_figures(root: Path) -> list[Path]:
+    figures = root / "results" / EXP / "figures"
+    names = ["mmd_boxplot", "marginals", "clustergram_cellot", "vector_field_cellot"]
+    names += [f"umap_{p}" for p in json.loads((root / "results" / EXP / "data/perturbations.json").read_text())["slugs"]]
+    return [figures / f"{n}.pdf" for n in names]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("figures")
+    config = small_features_config(
+        models=["identity", "observed", "scgen", "cellot"],
+        model_params={"cellot": {"n_iters": 60, "eval_every": 30, "hidden_units": [16, 16]}},
+        autoencoder={"n_iters": 100, "eval_every": 50, "hidden_units": [32], "latent_dim": 4},
+        figures={"umap_max_cells": 60},
+    )
+    config["toy_maps"] = {
+        "datasets": ["moons"],
+        "n_cells": 60,
+        "model_params": {"w1ot": {"n_iters_potential": 20, "n_iters_step": 20, "eval_every": 10, "batch_size": 32, "val_size": 20},
+                         "cellot": {"n_iters": 20, "eval_every": 10, "batch_size": 32, "val_size": 20}},
+    }
+    run_workflow(root, config, "--cores", "2")
+    return root, config
+
+
+@pytest.mark.slow
+def test_every_figure_is_built_with_its_preview(tiny_run):
+    root, _ = tiny_run
+    figures = per_experiment_figures(root) + [root / "results/figures" / f for f in ("training_time.pdf", "toy_maps.pdf")]
+    for pdf in figures:
+        assert pdf.stat().st_size > 0, pdf
+        assert pdf.with_suffix(".png").stat().st_size > 0, pdf
+        # TrueType fonts embedded (type 42), not referenced
+        assert b"/FontFile2" in pdf.read_bytes(), pdf
+    jobs = pd.read_csv(root / "results/figures/job_resources.csv")
+    assert {"cellot", "scgen", "autoencoder", "identity"} <= set(jobs["model"])
+    assert (jobs["wall_s"] > 0).all() and (jobs["max_rss_mb"] > 0).all()
+    states = pd.read_csv(root / f"results/{EXP}/cell_states/all.csv")
+    assert states["state"].str.match(r"S\d+$").all()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "figure, rule",
+    [("mmd_boxplot", "figure_mmd_boxplot"), ("clustergram_cellot", "figure_clustergram"), ("umap_{first}", "figure_umap")],
+)
+def test_one_figure_rebuilds_alone(tiny_run, figure, rule):
+    root, config = tiny_run
+    first = next(iter(json.loads((root / f"results/{EXP}/data/perturbations.json").read_text())["slugs"]))
+    target = root / f"results/{EXP}/figures/{figure.format(first=first)}.pdf"
+    others = [p for p in (root / "results").rglob("*") if p.is_file() and p.suffix in (".csv", ".json", ".h5ad", ".safetensors", ".pdf")]
+    others = [p for p in others if p.with_suffix("") != target.with_suffix("") and "logs" not in p.parts]
+    before = {p: p.stat().st_mtime_ns for p in others}
+    stamp = target.stat().st_mtime_ns
+    proc = run_workflow(root, config, str(target.relative_to(root)), "--forcerun", rule, "--cores", "1")
+    assert target.stat().st_mtime_ns > stamp
+    assert target.with_suffix(".png").stat().st_mtime_ns > stamp
+    assert {p: p.stat().st_mtime_ns for p in others} == before
+    assert f"rule {rule}:" in proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+def test_report_holds_every_figure(tiny_run):
+    root, config = tiny_run
+    run_workflow(root, config, "--report", "report.html")
+    html = (root / "report.html").read_text(errors="ignore")
+    for pdf in per_experiment_figures(root):
+        assert pdf.name in html, pdf.name
+    for name in ("toy_maps.pdf", "training_time.pdf", "job_resources.csv", "metrics.csv"):
+        assert name in html, name
+    assert os.path.getsize(root / "report.html") > 100_000

@@ -1,0 +1,21 @@
+"""Rule figure_clustergram: mean transport cost per perturbation and control cell state, clustered."""
+
+import anndata as ad
+import pandas as pd
+
+from perturbot.cell_states import mean_cost_by_state
+from perturbot.logs import log_to_file
+from perturbot.plotting import clustergram, save_figure
+
+log_to_file(snakemake.log[0])
+states = pd.read_csv(snakemake.input.states, index_col="cell", dtype={"cell": str})["state"]
+costs = []
+for path in snakemake.input.predictions:
+    obs = ad.read_h5ad(path, backed="r").obs
+    costs.append(pd.DataFrame({"cell": obs.index.astype(str), "perturbation": obs["perturbation"], "transport_cost": obs["transport_cost"]}))
+table = mean_cost_by_state(pd.concat(costs, ignore_index=True), states)
+table.to_csv(snakemake.output.table)
+model = snakemake.wildcards.model
+title = f"{snakemake.wildcards.experiment}: transport cost of {model} (holdout {snakemake.params.holdout})"
+figure = clustergram(table, states.value_counts(), model=model, kinds=snakemake.params.kinds, title=title)
+save_figure(figure, snakemake.output.pdf)

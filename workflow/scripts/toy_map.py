@@ -1,0 +1,30 @@
+"""Rule toy_map: fit one OT model on one 2-D data set, save it and its mapped points."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from perturbot import models
+from perturbot.data.toy2d import make_2d
+from perturbot.logs import log_to_file
+from perturbot.training import set_threads
+
+log_to_file(snakemake.log[0])
+set_threads(snakemake.threads)
+settings = snakemake.params.settings
+name = snakemake.wildcards.toy_model
+source, target = make_2d(snakemake.wildcards.toy_dataset, n=settings["n_cells"], seed=snakemake.params.seed)
+params = {**settings["model_params"].get(name, {}), "seed": snakemake.params.seed, "device": snakemake.params.device}
+model = models.get(name)(**params).fit(source, target)
+mapped = model.transport(source)
+out = Path(snakemake.output.points).parent
+model.save(out)
+model.history_.to_csv(snakemake.output.history, index=False)
+nan = np.full(len(target), np.nan)
+pd.concat(
+    [
+        pd.DataFrame({"set": "source", "x": source[:, 0], "y": source[:, 1], "tx": mapped[:, 0], "ty": mapped[:, 1]}),
+        pd.DataFrame({"set": "target", "x": target[:, 0], "y": target[:, 1], "tx": nan, "ty": nan}),
+    ]
+).to_csv(snakemake.output.points, index=False)
