@@ -67,7 +67,14 @@ def joint_umap(
     """
     n_rows = 2 if feature is not None else 1
     n_cols = len(models) + 1
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(2.3 * n_cols, 2.4 * n_rows + 0.4), squeeze=False)
+    # a narrow last column holds the colour bar, so both rows keep the same panel widths
+    fig, grid = plt.subplots(
+        n_rows, n_cols + 1, figsize=(2.3 * n_cols + 0.5, 2.4 * n_rows + 0.4), squeeze=False,
+        gridspec_kw={"width_ratios": [1] * n_cols + [0.07]},
+    )
+    for ax in grid[:, -1]:
+        ax.set_visible(False)
+    axes = grid[:, :-1]
     origin = frame["origin"].to_numpy()
     every = np.ones(len(frame), bool)
     ax = axes[0][0]
@@ -83,7 +90,8 @@ def joint_umap(
         ax.set_title(display_name(model), color=model_color(model, kinds))
     if feature is not None:
         name, values = feature
-        lo, hi = np.nanpercentile(values, [1, 99])
+        # the observed cells set the colour range; predictions outside it are clipped
+        lo, hi = np.nanpercentile(values[origin == OBSERVED], [1, 99])
         for ax, shown in zip(axes[1], [OBSERVED, *models]):
             _scatter(ax, frame, every, "#e6e6e6", size=2)
             mask = origin == shown
@@ -92,7 +100,8 @@ def joint_umap(
                 vmin=lo, vmax=hi, linewidths=0, rasterized=True,
             )
             ax.set_title("Observed perturbed" if shown == OBSERVED else display_name(shown), fontsize=9)
-        fig.colorbar(points, ax=axes[1].tolist(), shrink=0.8, pad=0.01, label=name)
+        grid[1, -1].set_visible(True)
+        fig.colorbar(points, cax=grid[1, -1], label=name, extend="both")
     for ax in axes.ravel():
         ax.set_xticks([])
         ax.set_yticks([])
@@ -100,11 +109,10 @@ def joint_umap(
         ax.set_ylabel("UMAP 2", fontsize=7)
         sns.despine(ax=ax)
     handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=len(labels), frameon=False, markerscale=3)
+    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.02), ncol=len(labels), frameon=False, markerscale=3)
     if title:
         fig.suptitle(title)
-    if feature is None:
-        fig.tight_layout()
+    fig.tight_layout()
     return fig
 
 
@@ -140,35 +148,35 @@ def vector_field(
     """Per-cell response (prediction − control) averaged on a grid of the control cells' first two PCs.
 
     ``responses``: {perturbation: {label: predicted cells row-aligned with
-    ``control``}}; label ``truth`` is the known true response. Arrows share
-    one scale across panels, so their lengths compare.
+    ``control``}}; label ``truth`` is the known true response. The grid has at
+    most ``bins`` squares per axis and fewer for few cells (about four cells
+    per occupied square). Each panel has its own arrow scale, given by its key.
     """
     pca = PCA(n_components=2).fit(control)
     pcs = pca.transform(control)
+    bins = int(max(3, min(bins, np.sqrt(len(control) / 4))))
     pad = 0.05 * np.ptp(pcs, axis=0)
     lims = ((pcs[:, 0].min() - pad[0], pcs[:, 0].max() + pad[0]), (pcs[:, 1].min() - pad[1], pcs[:, 1].max() + pad[1]))
-    fields = {
-        (p, label): response_field(pcs, (pred - control) @ pca.components_.T, bins, lims)
-        for p, by_label in responses.items()
-        for label, pred in by_label.items()
-    }
-    longest = max((np.hypot(f[2], f[3]).max() for f in fields.values() if len(f[2])), default=1.0)
-    # the longest mean arrow spans 1.5 grid squares
-    scale = longest / (1.5 * (lims[0][1] - lims[0][0]) / bins)
+    square = (lims[0][1] - lims[0][0]) / bins
     labels = list(next(iter(responses.values())))
     fig, axes = plt.subplots(
-        len(responses), len(labels), figsize=(2.8 * len(labels) + 0.4, 2.6 * len(responses) + 0.3), squeeze=False
+        len(responses), len(labels), figsize=(2.8 * len(labels) + 0.4, 2.7 * len(responses) + 0.3), squeeze=False
     )
     ratio = pca.explained_variance_ratio_ * 100
     for axes_row, perturbation in zip(axes, responses):
         for ax, label in zip(axes_row, labels):
             ax.scatter(pcs[:, 0], pcs[:, 1], s=2, c=MODEL_COLORS["control"], linewidths=0, rasterized=True)
-            cx, cy, u, v = fields[(perturbation, label)]
+            cx, cy, u, v = response_field(pcs, (responses[perturbation][label] - control) @ pca.components_.T, bins, lims)
             color = MODEL_COLORS["truth"] if label == "truth" else model_color(label, kinds)
-            ax.quiver(cx, cy, u, v, color=color, angles="xy", scale_units="xy", scale=scale, width=0.006)
+            longest = float(np.hypot(u, v).max()) if len(u) else 0.0
+            if longest > 0:
+                # the longest mean arrow spans 1.2 grid squares; the key gives its length in PC units
+                arrows = ax.quiver(cx, cy, u, v, color=color, angles="xy", scale_units="xy", scale=longest / (1.2 * square), width=0.007)
+                key = float(f"{longest:.1g}")
+                ax.quiverkey(arrows, 0.8, 1.04, key, f"{key:g}", labelpos="W", coordinates="axes", fontproperties={"size": 7})
             ax.set_xlim(*lims[0])
             ax.set_ylim(*lims[1])
-            ax.set_title("True response" if label == "truth" else display_name(label), color=color)
+            ax.set_title("True response" if label == "truth" else display_name(label), color=color, loc="left")
             ax.set_xlabel(f"PC 1 of control ({ratio[0]:.0f}%)")
             ax.set_ylabel("")
         axes_row[0].set_ylabel(f"{perturbation}\nPC 2 of control ({ratio[1]:.0f}%)")
