@@ -33,7 +33,7 @@ def run_workflow(
         path = workdir / "test_config.yaml"
         path.write_text(yaml.safe_dump(config, sort_keys=False))
         cmd += ["--configfile", str(path)]
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")

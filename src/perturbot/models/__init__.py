@@ -31,6 +31,12 @@ def available() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def name_of(cls: type) -> str | None:
+    """Registry name of a model class (None if it is not registered)."""
+    path = f"{cls.__module__}:{cls.__qualname__}"
+    return next((name for name, registered in _REGISTRY.items() if registered == path), None)
+
+
 def get(name: str) -> type[PerturbationModel]:
     """Return the model class registered under ``name``."""
     if name not in _REGISTRY:
@@ -41,4 +47,4 @@ def get(name: str) -> type[PerturbationModel]:
     return cls
 
 
-__all__ = ["LATENT_BY_DEFAULT", "LATENT_ONLY", "NotFittedError", "PerturbationModel", "available", "get", "register"]
+__all__ = ["LATENT_BY_DEFAULT", "LATENT_ONLY", "NotFittedError", "PerturbationModel", "available", "get", "name_of", "register"]

@@ -132,8 +132,10 @@ class PerturbationModel:
         directory.mkdir(parents=True, exist_ok=True)
         tensors = {k: v.detach().cpu().contiguous() for k, v in self._get_tensors().items()}
         save_file(tensors, str(directory / WEIGHTS_FILE))
+        from perturbot.models import name_of
+
         meta = {
-            "model": self.name or type(self).__name__,
+            "model": self.name or name_of(type(self)) or type(self).__name__,
             "class": f"{type(self).__module__}.{type(self).__qualname__}",
             "params": self.get_params(),
             "state": self._get_state(),

@@ -30,6 +30,7 @@ class Observed(Identity):
     """
 
     def fit(self, source, target, **kwargs) -> "Observed":
+        as_float_array(source, "source")
         target = as_float_array(target, "target")
         self.n_features_in_ = target.shape[1]
         self.reference_ = target

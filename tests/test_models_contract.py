@@ -1,0 +1,45 @@
+"""The estimator contract, checked on every registered model."""
+
+import numpy as np
+import pytest
+
+from perturbot import models
+from perturbot.models.base import NotFittedError, PerturbationModel
+
+TINY = {
+    "cellot": {"n_iters": 4, "eval_every": 2, "batch_size": 16},
+    "w1ot": {"n_iters": 4, "eval_every": 2, "batch_size": 16},
+    "cae": {"n_iters": 4, "eval_every": 2, "hidden_units": [8], "latent_dim": 2, "batch_size": 16},
+}
+
+
+@pytest.fixture
+def populations():
+    rng = np.random.default_rng(0)
+    return rng.normal(size=(40, 3)).astype(np.float32), rng.normal(loc=1.0, size=(40, 3)).astype(np.float32)
+
+
+@pytest.mark.parametrize("name", models.available())
+def test_contract(name, populations, tmp_path):
+    source, target = populations
+    cls = models.get(name)
+    defaults = cls.default_params()
+    assert "seed" in defaults and "device" in defaults
+    model = cls(**{**TINY.get(name, {}), "device": "cpu"})
+    assert model.get_params()["seed"] == 0
+    with pytest.raises(NotFittedError):
+        model.transport(source)
+    assert model.fit(source, target) is model
+    out = model.transport(source)
+    assert out.shape == source.shape and np.isfinite(out).all()
+    with pytest.raises(ValueError, match="3 features"):
+        model.transport(source[:, :2])
+    bad = source.copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        model.fit(bad, target)
+    # a model built from its class (not through the registry) saves under its registry name
+    model.save(tmp_path / name)
+    loaded = PerturbationModel.load(tmp_path / name)
+    assert type(loaded) is cls
+    np.testing.assert_array_equal(loaded.transport(source), out)
