@@ -41,6 +41,9 @@ def test_configfile_replaces_the_demo_config(tmp_path):
 @pytest.mark.parametrize("config_path", [REPO / "config.yaml", *sorted((REPO / "configs").glob("*.yaml"))], ids=lambda p: p.name)
 def test_dry_run_of_every_shipped_config(tmp_path, config_path):
     config = yaml.safe_load(config_path.read_text())
+    for dataset in config["datasets"].values():  # local files are relative to the repository
+        if isinstance(dataset.get("source"), str) and dataset["source"] != "synthetic":
+            dataset["source"] = str((REPO / dataset["source"]).resolve())
     run_workflow(tmp_path, config, "-n", "--cores", "2")
 
 

@@ -103,11 +103,16 @@ def train(
         model.fit(source, training_target(adata, perturbations[0]), **fit_kwargs)
     out_dir = Path(out_dir)
     model.save(out_dir)
-    history = getattr(model, "history_", None)
-    frame = history if isinstance(history, pd.DataFrame) else pd.DataFrame()
-    frame.to_csv(out_dir / "history.csv", index=False)
+    write_history(model, out_dir / "history.csv")
     (out_dir / "preprocessing.json").write_text(json.dumps(_info(adata)["recipe"], indent=1, default=json_default))
     return model
+
+
+def write_history(model: PerturbationModel, path: Path) -> None:
+    """history.csv: the model's training log, or just the header for models that do not train."""
+    history = getattr(model, "history_", None)
+    frame = history if isinstance(history, pd.DataFrame) and not history.empty else pd.DataFrame(columns=["iteration"])
+    frame.to_csv(path, index=False)
 
 
 def known_perturbations(model: PerturbationModel) -> list[str]:
@@ -233,6 +238,5 @@ def train_autoencoder(
     model.fit(np.asarray(train_cells.X), labels=labels, **({"checkpoint": checkpoint} if checkpoint else {}))
     out_dir = Path(out_dir)
     model.save(out_dir)
-    history = getattr(model, "history_", None)
-    (history if isinstance(history, pd.DataFrame) else pd.DataFrame()).to_csv(out_dir / "history.csv", index=False)
+    write_history(model, out_dir / "history.csv")
     return model
