@@ -145,7 +145,11 @@ def test_training_runs_and_job_resources_from_benchmark_files(tmp_path):
     ae = tmp_path / "results/exp/models/all/autoencoder"
     ae.mkdir(parents=True)
     (ae / "benchmark.tsv").write_text(header + "8.0\t0:00:08\t300.0\t0\t0\t0\t0\t0\t0\t7.0\n")
-    runs = training_runs([run])
+    untrained = tmp_path / "results/exp/models/all/identity/drug"
+    untrained.mkdir(parents=True)
+    (untrained / "model.json").write_text(json.dumps({"model": "identity", "state": {"n_features_in_": 12}}))
+    (untrained / "history.csv").write_text("")
+    runs = training_runs([run, untrained])
     assert runs.loc[0, ["kind", "dimension", "iterations"]].tolist() == ["cellot", 12, 2000]
     assert runs.loc[0, "s_per_1k_iters"] == pytest.approx(15.0)
     jobs = job_resources([run / "benchmark.tsv", ae / "benchmark.tsv"])

@@ -172,8 +172,8 @@ def vector_field(
             if longest > 0:
                 # the longest mean arrow spans 1.2 grid squares; the key gives its length in PC units
                 arrows = ax.quiver(cx, cy, u, v, color=color, angles="xy", scale_units="xy", scale=longest / (1.2 * square), width=0.007)
-                key = float(f"{longest:.1g}")
-                ax.quiverkey(arrows, 0.8, 1.04, key, f"{key:g}", labelpos="W", coordinates="axes", fontproperties={"size": 7})
+                key = float(f"{longest / 2:.1g}")
+                ax.quiverkey(arrows, 0.72, 1.04, key, f"{key:g}", labelpos="W", coordinates="axes", fontproperties={"size": 7})
             ax.set_xlim(*lims[0])
             ax.set_ylim(*lims[1])
             ax.set_title("True response" if label == "truth" else display_name(label), color=color, loc="left")

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib import pyplot as plt
+from matplotlib.ticker import FormatStrFormatter, LogLocator, NullLocator
 
 from perturbot.plotting.style import display_name, model_color
 
@@ -56,7 +57,10 @@ def training_runs(model_dirs: list[str | Path]) -> pd.DataFrame:
     """Per trained model: kind, dimension, iterations run, wall time and seconds per 1,000 iterations."""
     rows = []
     for model_dir in map(Path, model_dirs):
-        history = pd.read_csv(model_dir / "history.csv")
+        try:
+            history = pd.read_csv(model_dir / "history.csv")
+        except pd.errors.EmptyDataError:  # models without training (identity, observed)
+            continue
         if history.empty or "iteration" not in history:
             continue
         iterations = int(history["iteration"].max())
@@ -95,7 +99,11 @@ def training_time(runs: pd.DataFrame, kinds: tuple[str, ...] = ("cellot", "w1ot"
         ax.set_ylabel(label)
         dims = sorted(runs["dimension"].unique())
         ax.set_xticks(dims, [str(d) for d in dims])
-        ax.minorticks_off()
+        ax.xaxis.set_minor_locator(NullLocator())
+        # labels at 1, 2 and 5 times each power of ten: the range is often under one decade
+        ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+        ax.yaxis.set_minor_locator(NullLocator())
     axes[0].legend(frameon=False)
     sns.despine(fig)
     fig.tight_layout()
