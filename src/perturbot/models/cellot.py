@@ -278,8 +278,8 @@ class _Trainer:
         self.g = model._new_network(self.P, source.shape[1], init).to(device)
         self.f_params, self.g_params = list(self.f.parameters()), list(self.g.parameters())
         betas = (model.beta1, model.beta2)
-        self.opt_f = torch.optim.Adam(self.f_params, lr=model.lr, betas=betas)
-        self.opt_g = torch.optim.Adam(self.g_params, lr=model.lr, betas=betas)
+        self.opt_f = torch.optim.Adam(self.f_params, lr=model.lr, betas=betas, fused=True)
+        self.opt_g = torch.optim.Adam(self.g_params, lr=model.lr, betas=betas, fused=True)
         self.gen = training.make_generator(int(sample_seed), device)
 
         # Loop state (all of it goes into the checkpoint).
@@ -320,7 +320,7 @@ class _Trainer:
             loss = loss + self.model.fnorm_penalty * self.g.negative_weight_penalty()
         grads = torch.autograd.grad(loss.sum(), self.g_params)
         for param, grad in zip(self.g_params, grads):
-            param.grad = grad
+            param.grad = grad.contiguous()  # fused CPU Adam misreads strided gradients
         self.opt_g.step()
         return loss.detach()
 
@@ -332,7 +332,7 @@ class _Trainer:
         loss = values[:, : self.batch].mean(1) - values[:, self.batch :].mean(1)
         grads = torch.autograd.grad(loss.sum(), self.f_params)
         for param, grad in zip(self.f_params, grads):
-            param.grad = grad
+            param.grad = grad.contiguous()  # fused CPU Adam misreads strided gradients
         self.opt_f.step()
         self.f.clamp_weights_()
         return loss.detach()
