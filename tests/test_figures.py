@@ -71,6 +71,8 @@ def test_rank_sum_stars_where_the_ot_model_is_clearly_better():
     assert tests.loc["identity", "p"] == pytest.approx(0.000778, rel=0.01)
     assert tests.loc["identity", "stars"] == "***"
     assert tests.loc["scgen", "stars"] == "n.s."
+    assert tests.loc["identity", "better"] == "cellot"
+    assert rank_sum_tests(table, higher_is_better=True).set_index("baseline").loc["identity", "better"] == "identity"
     figure = mmd_boxplot(table)
     texts = [t.get_text() for t in figure.axes[0].texts]
     assert sorted(texts) == ["***", "n.s."]

@@ -38,11 +38,12 @@ def held_out_rows(metrics: pd.DataFrame) -> pd.DataFrame:
     return metrics[~companion]
 
 
-def rank_sum_tests(data: pd.DataFrame, kinds: dict[str, str] | None = None) -> pd.DataFrame:
+def rank_sum_tests(data: pd.DataFrame, kinds: dict[str, str] | None = None, higher_is_better: bool = False) -> pd.DataFrame:
     """Wilcoxon rank-sum test of every OT model against every baseline (observed excluded) on one metric.
 
     ``data``: rows of one metric with ``model`` and ``value``. Returns one row
-    per (ot, baseline) pair with the two-sided p-value and its stars.
+    per (ot, baseline) pair with the two-sided p-value, its stars and the
+    model with the better median (``better``), since the test has no direction.
     """
     labels = model_order(data["model"], kinds)
     ot = [m for m in labels if is_ot(m, kinds)]
@@ -53,8 +54,9 @@ def rank_sum_tests(data: pd.DataFrame, kinds: dict[str, str] | None = None) -> p
         for b in baselines:
             y = data.loc[data["model"] == b, "value"].dropna().to_numpy()
             p = float(ranksums(x, y).pvalue) if len(x) and len(y) else float("nan")
-            rows.append({"ot": a, "baseline": b, "p": p, "stars": stars(p)})
-    return pd.DataFrame(rows, columns=["ot", "baseline", "p", "stars"])
+            ot_wins = (np.median(x) > np.median(y)) == higher_is_better if len(x) and len(y) else False
+            rows.append({"ot": a, "baseline": b, "p": p, "stars": stars(p), "better": a if ot_wins else b})
+    return pd.DataFrame(rows, columns=["ot", "baseline", "p", "stars", "better"])
 
 
 def _make_headroom(ax: plt.Axes, share: float) -> float:
@@ -67,8 +69,13 @@ def _make_headroom(ax: plt.Axes, share: float) -> float:
     return 1 - share
 
 
-def _brackets(ax: plt.Axes, tests: pd.DataFrame, order: list[str], step: float = 0.07) -> None:
-    """Brackets above the data, one level per test (narrowest first), x in data and y in axes coordinates."""
+def _brackets(
+    ax: plt.Axes, tests: pd.DataFrame, order: list[str], kinds: dict[str, str] | None = None, step: float = 0.07
+) -> None:
+    """Brackets above the data, one level per test (narrowest first), x in data and y in axes coordinates.
+
+    Significant stars take the colour of the model with the better median.
+    """
     pos = {m: i for i, m in enumerate(order)}
     trans = ax.get_xaxis_transform()
     tests = tests.assign(width=[abs(pos[a] - pos[b]) for a, b in zip(tests["ot"], tests["baseline"])])
@@ -80,7 +87,8 @@ def _brackets(ax: plt.Axes, tests: pd.DataFrame, order: list[str], step: float =
         significant = row.stars != "n.s."
         ax.text(
             (x0 + x1) / 2, y + (0.008 if significant else 0.018), row.stars, transform=trans, ha="center", va="bottom",
-            fontsize=8 if significant else 6.5, color="black" if significant else "0.45",
+            fontsize=9 if significant else 6.5, color=model_color(row.better, kinds) if significant else "0.45",
+            fontweight="bold" if significant else "normal",
         )
 
 
@@ -105,9 +113,9 @@ def metric_boxplot(
     ax.set_xlabel("")
     arrow = "↑" if metric in HIGHER_IS_BETTER else "↓"
     ax.set_ylabel(f"{METRIC_LABELS.get(metric, metric)} {arrow}" + (" (log)" if log else ""))
-    tests = rank_sum_tests(data, kinds) if with_tests else pd.DataFrame(columns=["ot", "baseline", "p", "stars"])
+    tests = rank_sum_tests(data, kinds, metric in HIGHER_IS_BETTER) if with_tests else pd.DataFrame()
     if not tests.empty:
-        _brackets(ax, tests, order)
+        _brackets(ax, tests, order, kinds)
     return tests
 
 
