@@ -80,5 +80,5 @@ def clustergram(
     last.yaxis.tick_right()
     last.set_yticks(np.arange(n_rows) + 0.5, [str(table.index[i]) for i in order], fontsize=8)
     last.tick_params(axis="y", length=0)
-    fig.suptitle(title or f"Transport cost of {display_name(model)}", x=0.5, y=1.01)
+    fig.suptitle(title or f"Transport cost of {display_name(model)}", x=0.5, y=1 + 0.3 / height)
     return fig
