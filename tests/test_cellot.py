@@ -164,6 +164,7 @@ def test_f_weights_nonnegative_after_every_step(monkeypatch):
     assert len(seen) == 15 and min(seen) >= 0
 
 
+@pytest.mark.slow
 def test_fit_many_learns_each_perturbation():
     rng = np.random.default_rng(3)
     d = 4
