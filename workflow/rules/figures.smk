@@ -20,9 +20,11 @@ def figure_targets(experiment):
 
 def global_figure_targets():
     """Figures that span experiments (results/figures/), built by default."""
-    targets = ["results/figures/training_time.pdf", "results/figures/job_resources.csv"]
+    targets = ["results/figures/job_resources.csv"]
     if "toy_maps" in config:
         targets.append("results/figures/toy_maps.pdf")
+    if "toy_maps" in config or any(ot_labels(exp) for exp in experiments_to_run(config)):
+        targets.append("results/figures/training_time.pdf")
     return targets
 
 
@@ -287,21 +289,19 @@ rule figure_toy_maps:
         "../scripts/figure_toy_maps.py"
 
 
+def all_trained_models(wildcards):
+    """model.json of every training job of every experiment to run, and of the toy maps."""
+    files = [f"{d}/model.json" for exp in experiments_to_run(config) for d in trained_model_dirs(exp)]
+    return files + ([f"{d}/model.json" for d in toy_map_dirs()] if "toy_maps" in config else [])
+
+
 rule figure_training_time:
-    """Training time of CellOT and W1-OT against dimension, and every training job's wall time and memory."""
+    """Training time of CellOT and W1-OT against the dimension they were trained in."""
     input:
-        lambda wc: [f"{d}/model.json" for exp in experiments_to_run(config) for d in trained_model_dirs(exp)]
-        + ([f"{d}/model.json" for d in toy_map_dirs()] if "toy_maps" in config else []),
+        all_trained_models,
     output:
         pdf=figure_report("results/figures/training_time.pdf", "training_time", experiment="Across experiments", figure="training_time"),
         png="results/figures/training_time.png",
-        table=report(
-            "results/figures/job_resources.csv",
-            caption="../report/job_resources.rst",
-            category="Across experiments",
-            subcategory="Figures",
-            labels={"figure": "job_resources"},
-        ),
     log:
         "results/figures/logs/training_time.log",
     localrule: True
@@ -309,3 +309,24 @@ rule figure_training_time:
         "../../envs/analysis.yaml"
     script:
         "../scripts/figure_training_time.py"
+
+
+rule job_resources:
+    """Wall time, CPU time and peak memory of every training job, from the benchmark files."""
+    input:
+        all_trained_models,
+    output:
+        report(
+            "results/figures/job_resources.csv",
+            caption="../report/job_resources.rst",
+            category="Across experiments",
+            subcategory="Figures",
+            labels={"figure": "job_resources"},
+        ),
+    log:
+        "results/figures/logs/job_resources.log",
+    localrule: True
+    conda:
+        "../../envs/analysis.yaml"
+    script:
+        "../scripts/job_resources.py"

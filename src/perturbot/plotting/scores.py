@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib import pyplot as plt
+from matplotlib.ticker import FormatStrFormatter, LogLocator, NullLocator
 from scipy.stats import ranksums
 
 from perturbot.plotting.style import base_model, display_name, is_bound, is_ot, model_color, model_order
@@ -178,9 +179,12 @@ def iid_vs_holdout(
         ax.set_title(display_name(model), color=color)
         if log:
             ax.set_yscale("log")
+            ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+            ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+            ax.yaxis.set_minor_locator(NullLocator())
     axes[0][0].set_ylabel(f"{METRIC_LABELS.get(metric, metric)}" + (" (log)" if log else ""))
     sns.despine(fig)
     if title:
-        fig.suptitle(title, y=1.02)
+        fig.suptitle(title)
     fig.tight_layout()
     return fig
