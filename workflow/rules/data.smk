@@ -1,12 +1,3 @@
-def dataset_input(wildcards):
-    """What prepare_data reads: a verified download, a local file (tracked for changes), or nothing."""
-    name = config["experiments"][wildcards.experiment]["dataset"]
-    source = config["datasets"][name]["source"]
-    if isinstance(source, dict):
-        return f"resources/downloads/{name}.verified.json"
-    return [] if source == "synthetic" else [source]
-
-
 rule download_dataset:
     """Download, verify and extract a dataset once, however many experiments use it."""
     output:

@@ -1,8 +1,3 @@
-def model_dir(wildcards):
-    sub = "_joint" if trains_jointly(wildcards.experiment, wildcards.model) else wildcards.perturbation
-    return f"results/{wildcards.experiment}/models/{wildcards.holdout}/{wildcards.model}/{sub}/model.json"
-
-
 rule predict:
     """Transport the test control cells with a trained model and score the prediction."""
     input:

@@ -1,9 +1,3 @@
-def autoencoder_input(wildcards):
-    if spec(wildcards).needs_autoencoder:
-        return f"results/{wildcards.experiment}/models/{wildcards.holdout}/autoencoder/model.json"
-    return []
-
-
 rule train_autoencoder:
     """The shared autoencoder of an (experiment, holdout), trained once on its training split."""
     input:
