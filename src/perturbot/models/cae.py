@@ -7,7 +7,6 @@ cells with the control label and decodes them with the perturbation's label.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,36 +45,6 @@ class ConditionalAutoencoder(ReconstructionModel):
 
     #: Defaults by data modality (the papers' settings), applied by the workflow below user overrides.
     PRESETS: dict[str, dict[str, Any]] = {"features": CAE_FEATURES_PRESET}
-
-    def __init__(
-        self,
-        hidden_units: Sequence[int] = (512, 512),
-        latent_dim: int = 50,
-        dropout: float = 0.0,
-        lr: float = 1e-3,
-        weight_decay: float = 1e-5,
-        lr_step: int = 100_000,
-        batch_size: int = 256,
-        n_iters: int = 250_000,
-        eval_every: int = 2_500,
-        checkpoint_every: int = 1_000,
-        val_cells: int = 2_000,
-        seed: int = 0,
-        device: str = "auto",
-    ) -> None:
-        self.hidden_units = tuple(hidden_units)
-        self.latent_dim = latent_dim
-        self.dropout = dropout
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.lr_step = lr_step
-        self.batch_size = batch_size
-        self.n_iters = n_iters
-        self.eval_every = eval_every
-        self.checkpoint_every = checkpoint_every
-        self.val_cells = val_cells
-        self.seed = seed
-        self.device = device
 
     def fit(self, source: Any, target: Any, *, checkpoint: str | Path | None = None) -> "ConditionalAutoencoder":
         """One perturbation, named ``"perturbed"``."""
