@@ -1,6 +1,5 @@
 """The workflow end to end on tiny configs, its dry runs, and its refusals of bad input."""
 
-from pathlib import Path
 
 import pandas as pd
 import pytest

@@ -10,7 +10,6 @@ the test split; evaluation target = a perturbation's test cells not marked
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +24,8 @@ from perturbot.metrics import all_metrics, logfc_mae
 from perturbot.models.base import PerturbationModel, json_default
 from perturbot.training import set_threads
 
-log = logging.getLogger(__name__)
-
-JOINT = "_joint"
+#: Models that always learn every perturbation at once (the cAE's condition labels).
+JOINT_ONLY = {"cae"}
 METRICS_COLUMNS = ["experiment", "setting", "holdout", "model", "perturbation", "seed", "n_cells", "draw", "metric", "value"]
 
 
@@ -97,7 +95,7 @@ def train(
     if spec.model == "observed":
         # the lower bound: real perturbed cells the evaluation never sees
         model.fit(source, observed_reference(adata, perturbations[0]))
-    elif len(perturbations) > 1 or perturbations == [] or _is_joint_only(spec):
+    elif len(perturbations) > 1 or spec.model in JOINT_ONLY:
         model.fit_many(source, {p: training_target(adata, p) for p in perturbations}, **fit_kwargs)
     else:
         model.fit(source, training_target(adata, perturbations[0]), **fit_kwargs)
@@ -119,10 +117,6 @@ def known_perturbations(model: PerturbationModel) -> list[str]:
     """Perturbations a model can predict; one entry (or none) for a model fitted on one perturbation."""
     names = getattr(model, "perturbations_", None)
     return [] if names is None else [str(n) for n in names]
-
-
-def _is_joint_only(spec: ModelSpec) -> bool:
-    return spec.model == "cae"
 
 
 def predict_and_evaluate(

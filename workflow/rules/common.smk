@@ -7,6 +7,8 @@ from snakemake.utils import validate
 
 from perturbot.data.catalog import resolve_catalog_entries
 from perturbot.data.io import DataError
+from perturbot.experiment import JOINT_ONLY
+from perturbot.models import get as get_model
 from perturbot.config import (
     ConfigError,
     check_config,
@@ -49,11 +51,12 @@ def uses_autoencoder(experiment):
     return any(s.needs_autoencoder for s in SPECS[experiment].values())
 
 
-def trains_jointly(experiment, label):
-    s = SPECS[experiment][label]
-    if s.model == "cae":
+def trains_jointly(experiment, run):
+    """One job for every perturbation: always for JOINT_ONLY models, for batched ones if asked."""
+    s = SPECS[experiment][run]
+    if s.model in JOINT_ONLY:
         return True
-    return config["experiments"][experiment]["joint_training"] and s.model in ("cellot", "w1ot")
+    return config["experiments"][experiment]["joint_training"] and get_model(s.model).multi_perturbation
 
 
 def data_info(experiment):
