@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -112,10 +113,17 @@ class PerturbationModel:
 
     # ---------------------------------------------------------- persistence
     def _get_state(self) -> dict[str, Any]:
-        """JSON-serialisable learned state (besides tensors)."""
-        return {"n_features_in_": int(self.n_features_in_)}
+        """JSON-serialisable learned state (besides tensors); the training history travels with it."""
+        state: dict[str, Any] = {"n_features_in_": int(self.n_features_in_)}
+        history = getattr(self, "history_", None)
+        if isinstance(history, pd.DataFrame):
+            state["history_"] = history.to_dict(orient="records")
+        return state
 
     def _set_state(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        if "history_" in state:
+            self.history_ = pd.DataFrame(state.pop("history_"))
         for key, value in state.items():
             setattr(self, key, value)
 

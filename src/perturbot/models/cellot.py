@@ -190,19 +190,11 @@ class CellOT(PerturbationModel):
     # ---------------------------------------------------------- persistence
     def _get_state(self) -> dict[str, Any]:
         return {
-            "n_features_in_": int(self.n_features_in_),
+            **super()._get_state(),
             "perturbations_": list(self.perturbations_),
             "best_iteration_": list(self.best_iteration_),
             "n_iter_": int(self.n_iter_),
-            "history_": self.history_.to_dict(orient="list"),
         }
-
-    def _set_state(self, state: dict[str, Any]) -> None:
-        import pandas as pd
-
-        state = dict(state)
-        self.history_ = pd.DataFrame(state.pop("history_"))
-        super()._set_state(state)
 
     def _get_tensors(self) -> dict[str, torch.Tensor]:
         tensors = {f"f.{k}": v for k, v in self.f_.state_dict().items()}

@@ -384,20 +384,12 @@ class W1OT(PerturbationModel):
     # --------------------------------------------------------- persistence
     def _get_state(self) -> dict[str, Any]:
         return {
-            "n_features_in_": int(self.n_features_in_),
+            **super()._get_state(),
             "perturbations_": list(self.perturbations_),
             "w1_validation_": self.w1_validation_,
             "val_mmd_": self.val_mmd_,
             "fit_seconds_": self.fit_seconds_,
-            "history_": self.history_.to_dict(orient="records"),
         }
-
-    def _set_state(self, state: dict[str, Any]) -> None:
-        import pandas as pd
-
-        state = dict(state)
-        self.history_ = pd.DataFrame(state.pop("history_"))
-        super()._set_state(state)
 
     def _get_tensors(self) -> dict[str, torch.Tensor]:
         tensors = {f"potential.{k}": v for k, v in self.potential_.state_dict().items()}
