@@ -74,3 +74,20 @@ def test_bad_data_stops_before_training_and_leaves_nothing(tmp_path, mutate, mes
     results = tmp_path / "results" / "toy_iid"
     assert not (results / "data").exists()
     assert not (results / "models").exists()
+
+
+def test_experiments_with_the_same_data_share_one_autoencoder(tmp_path):
+    from helpers import small_counts_config
+
+    config = small_counts_config(["scgen"])
+    config["experiments"]["counts_iid_again"] = {**config["experiments"]["counts_iid"], "models": ["scgen", "identity"]}
+    proc = run_workflow(tmp_path, config, "results/counts_iid/metrics.csv", "results/counts_iid_again/metrics.csv", "--cores", "2")
+    trained = list((tmp_path / "results" / "autoencoders").glob("*/model.json"))
+    assert len(trained) == 1
+    assert proc.stderr.count("rule train_autoencoder:") == 1
+    for exp in ("counts_iid", "counts_iid_again"):
+        metrics = pd.read_csv(tmp_path / f"results/{exp}/metrics.csv")
+        assert "scgen" in set(metrics.model)
+    scgen = [pd.read_csv(tmp_path / f"results/{e}/metrics.csv").query("model == 'scgen'") for e in ("counts_iid", "counts_iid_again")]
+    pd.testing.assert_frame_equal(scgen[0].drop(columns="experiment").reset_index(drop=True),
+                                  scgen[1].drop(columns="experiment").reset_index(drop=True))

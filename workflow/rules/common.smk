@@ -12,6 +12,7 @@ from perturbot.models import get as get_model
 from perturbot.config import (
     ConfigError,
     check_config,
+    config_hash,
     dataset_of,
     experiments_to_run,
     holdout_runs,
@@ -35,6 +36,7 @@ GPU_REQUEST = 1 if config["device"] == "cuda" else 0
 wildcard_constraints:
     experiment="|".join(map(re.escape, EXPERIMENTS)) if EXPERIMENTS else "^$",
     holdout=r"[A-Za-z0-9.\-][A-Za-z0-9._\-]*",
+    key=r"[0-9a-f]{16}",
     model=r"[A-Za-z0-9.\-][A-Za-z0-9._\-]*",
     perturbation=r"[A-Za-z0-9.\-][A-Za-z0-9._\-]*",
 
@@ -95,9 +97,34 @@ def dataset_input(wildcards):
     return [] if source == "synthetic" else [source]
 
 
+def autoencoder_key(experiment, holdout):
+    """What determines a shared autoencoder: its training data (dataset, split, holdout) and settings."""
+    exp = config["experiments"][experiment]
+    return {
+        "dataset": config["datasets"][exp["dataset"]],
+        "split": {k: exp[k] for k in ("setting", "holdout_key", "test_fraction", "min_cells", "n_hvg", "max_cells")},
+        "holdout": holdout,
+        "autoencoder": exp["autoencoder"],
+        "seed": config["seed"],
+    }
+
+
+def autoencoder_dir(experiment, holdout):
+    return f"results/autoencoders/{config_hash(autoencoder_key(experiment, holdout))}"
+
+
+# autoencoder key -> the first experiment and holdout that need it (its data are the training data)
+AUTOENCODERS = {}
+for _exp in EXPERIMENTS:
+    if any(s.needs_autoencoder for s in SPECS[_exp].values()):
+        for _run in holdout_runs(config, _exp):
+            _key = autoencoder_key(_exp, _run.slug)
+            AUTOENCODERS.setdefault(config_hash(_key), {"experiment": _exp, "holdout": _run.slug, "key": _key})
+
+
 def autoencoder_input(wildcards):
     if spec(wildcards).needs_autoencoder:
-        return f"results/{wildcards.experiment}/models/{wildcards.holdout}/autoencoder/model.json"
+        return f"{autoencoder_dir(wildcards.experiment, wildcards.holdout)}/model.json"
     return []
 
 

@@ -75,7 +75,7 @@ def trained_model_dirs(experiment):
     dirs = []
     for h in holdout_slugs(experiment):
         if uses_autoencoder(experiment):
-            dirs.append(f"results/{experiment}/models/{h}/autoencoder")
+            dirs.append(autoencoder_dir(experiment, h))
         for label in SPECS[experiment]:
             for job in ["_joint"] if trains_jointly(experiment, label) else slugs:
                 dirs.append(f"results/{experiment}/models/{h}/{label}/{job}")

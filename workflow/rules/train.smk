@@ -1,19 +1,24 @@
 rule train_autoencoder:
-    """The shared autoencoder of an (experiment, holdout), trained once on its training split."""
+    """A shared autoencoder, trained once on the training split of the data it is keyed by.
+
+    The key hashes everything that determines those data and the network (dataset,
+    split settings, holdout, autoencoder settings, seed), so experiments and models
+    that would train the same autoencoder use one.
+    """
     input:
-        data="results/{experiment}/data",
+        data=lambda wc: f"results/{AUTOENCODERS[wc.key]['experiment']}/data",
     output:
-        model="results/{experiment}/models/{holdout}/autoencoder/model.json",
-        history="results/{experiment}/models/{holdout}/autoencoder/history.csv",
+        model="results/autoencoders/{key}/model.json",
+        history="results/autoencoders/{key}/history.csv",
     log:
-        "results/{experiment}/logs/train/{holdout}/autoencoder.log",
+        "results/autoencoders/{key}/train.log",
     benchmark:
-        "results/{experiment}/models/{holdout}/autoencoder/benchmark.tsv"
+        "results/autoencoders/{key}/benchmark.tsv"
     params:
-        autoencoder=lambda wc: config["experiments"][wc.experiment]["autoencoder"],
+        run=lambda wc: AUTOENCODERS[wc.key],
         seed=config["seed"],
         device=config["device"],
-        checkpoint=lambda wc: f"results/.checkpoints/{wc.experiment}/{wc.holdout}/autoencoder.pt",
+        checkpoint="results/.checkpoints/autoencoders/{key}.pt",
     threads: 1
     resources:
         gpu=GPU_REQUEST,
