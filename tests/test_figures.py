@@ -144,7 +144,7 @@ def test_training_runs_and_job_resources_from_benchmark_files(tmp_path):
     pd.DataFrame({"iteration": [500, 1000, 1500, 2000]}).to_csv(run / "history.csv", index=False)
     header = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
     (run / "benchmark.tsv").write_text(header + "30.0\t0:00:30\t512.5\t0\t0\t0\t0\t0\t0\t28.0\n")
-    ae = tmp_path / "results/exp/models/all/autoencoder"
+    ae = tmp_path / "results/autoencoders/0123456789abcdef"
     ae.mkdir(parents=True)
     (ae / "benchmark.tsv").write_text(header + "8.0\t0:00:08\t300.0\t0\t0\t0\t0\t0\t0\t7.0\n")
     untrained = tmp_path / "results/exp/models/all/identity/drug"
@@ -156,7 +156,7 @@ def test_training_runs_and_job_resources_from_benchmark_files(tmp_path):
     assert runs.loc[0, "s_per_1k_iters"] == pytest.approx(15.0)
     jobs = job_resources([run / "benchmark.tsv", ae / "benchmark.tsv"])
     assert jobs[["model", "job", "wall_s", "max_rss_mb"]].to_dict("records") == [
-        {"model": "autoencoder", "job": "", "wall_s": 8.0, "max_rss_mb": 300.0},
+        {"model": "autoencoder", "job": "0123456789abcdef", "wall_s": 8.0, "max_rss_mb": 300.0},
         {"model": "cellot", "job": "drug", "wall_s": 30.0, "max_rss_mb": 512.5},
     ]
 

@@ -29,6 +29,9 @@ def job_of(path: Path) -> dict[str, str]:
     if len(parts) >= 4 and parts[1] == "models":
         # <experiment>/models/<holdout>/<model>[/<perturbation or _joint>]
         return {"experiment": parts[0], "holdout": parts[2], "model": parts[3], "job": "/".join(parts[4:])}
+    if len(parts) == 2 and parts[0] == "autoencoders":
+        # autoencoders/<key>: shared by every experiment with the same data and settings
+        return {"experiment": "", "holdout": "", "model": "autoencoder", "job": parts[1]}
     # e.g. toy_maps/<dataset>/<model>
     return {"experiment": parts[0] if parts else "", "holdout": "", "model": parts[-1] if parts else "", "job": "/".join(parts[1:-1])}
 
