@@ -80,16 +80,6 @@ def carve_validation(
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
 
-def sample_rows(x: torch.Tensor, batch_size: int, generator: torch.Generator) -> torch.Tensor:
-    """Uniform random batch (with replacement across calls, without within a batch)."""
-    n = x.shape[0]
-    if batch_size >= n:
-        idx = torch.randperm(n, generator=generator, device=generator.device)
-    else:
-        idx = torch.randint(0, n, (batch_size,), generator=generator, device=generator.device)
-    return x[idx.to(x.device)]
-
-
 def mmd_rbf_torch(
     x: torch.Tensor, y: torch.Tensor, gammas: tuple[float, ...] = VALIDATION_GAMMAS
 ) -> torch.Tensor:

@@ -78,16 +78,6 @@ def metric_files(wildcards):
     ]
 
 
-def prediction_files(wildcards):
-    info = data_info(wildcards.experiment)
-    return [
-        f"results/{wildcards.experiment}/predictions/{h}/{m}/{p}.h5ad"
-        for h in holdout_slugs(wildcards.experiment)
-        for m in SPECS[wildcards.experiment]
-        for p in info["slugs"]
-    ]
-
-
 def dataset_input(wildcards):
     """What prepare_data reads: a verified download, a local file (tracked for changes), or nothing."""
     name = config["experiments"][wildcards.experiment]["dataset"]
