@@ -54,6 +54,8 @@ class PerturbationModel:
     name: str = ""
     #: Whether ``fit_many`` trains several perturbations jointly.
     multi_perturbation: bool = False
+    #: Name under which such a model's ``fit`` stores its one perturbation.
+    single_perturbation: str = "target"
 
     # ----------------------------------------------------------- parameters
     @classmethod
@@ -81,7 +83,14 @@ class PerturbationModel:
 
     # ------------------------------------------------------------- contract
     def fit(self, source: np.ndarray, target: np.ndarray, **kwargs: Any) -> "PerturbationModel":
-        raise NotImplementedError
+        """Learn the map from ``source`` to ``target`` cells (cells x features).
+
+        For multi-perturbation models this is ``fit_many`` with one entry,
+        named ``single_perturbation``.
+        """
+        if not self.multi_perturbation:
+            raise NotImplementedError(f"{type(self).__name__} must implement fit")
+        return self.fit_many(source, {self.single_perturbation: target}, **kwargs)
 
     def fit_many(
         self, source: np.ndarray, targets: dict[str, np.ndarray], **kwargs: Any

@@ -18,7 +18,6 @@ from perturbot.models.base import as_float_array
 #: Condition name of the source (control) cells; label 0 of the one-hot code.
 CONTROL = "control"
 #: Perturbation name used by ``fit(source, target)``.
-SINGLE = "perturbed"
 
 #: The CellOT paper's cAE for 4i features (``ConditionalAutoencoder(**CAE_FEATURES_PRESET)``).
 CAE_FEATURES_PRESET: dict[str, Any] = {
@@ -42,13 +41,10 @@ class ConditionalAutoencoder(ReconstructionModel):
 
     name = "cae"
     multi_perturbation = True
+    single_perturbation = "perturbed"  # what fit() calls its one perturbation
 
     #: Defaults by data modality (the papers' settings), applied by the workflow below user overrides.
     PRESETS: dict[str, dict[str, Any]] = {"features": CAE_FEATURES_PRESET}
-
-    def fit(self, source: Any, target: Any, *, checkpoint: str | Path | None = None) -> "ConditionalAutoencoder":
-        """One perturbation, named ``"perturbed"``."""
-        return self.fit_many(source, {SINGLE: target}, checkpoint=checkpoint)
 
     def fit_many(
         self, source: Any, targets: dict[str, Any], *, checkpoint: str | Path | None = None

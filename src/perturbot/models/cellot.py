@@ -32,8 +32,6 @@ from perturbot import training
 from perturbot.models.base import PerturbationModel, as_float_array
 from perturbot.nn.icnn import StackedICNN
 
-#: Perturbation name used by ``fit`` (the one-perturbation case of ``fit_many``).
-SINGLE = "target"
 #: Rows per forward pass at inference, to bound memory on large inputs.
 CHUNK = 16384
 
@@ -81,10 +79,6 @@ class CellOT(PerturbationModel):
         self.device = device
 
     # ------------------------------------------------------------------ fit
-    def fit(self, source: Any, target: Any, *, checkpoint: str | None = None) -> "CellOT":
-        """Learn the map from ``source`` to ``target`` cells (cells x features)."""
-        return self.fit_many(source, {SINGLE: target}, checkpoint=checkpoint)
-
     def fit_many(
         self, source: Any, targets: Mapping[str, Any], *, checkpoint: str | None = None
     ) -> "CellOT":

@@ -17,7 +17,6 @@ import torch
 from perturbot.models.base import PerturbationModel, as_float_array
 
 #: Perturbation name used by ``fit(source, target)``.
-SINGLE = "perturbed"
 
 
 class ScGen(PerturbationModel):
@@ -25,14 +24,11 @@ class ScGen(PerturbationModel):
 
     name = "scgen"
     multi_perturbation = True
+    single_perturbation = "perturbed"  # what fit() calls its one perturbation
 
     def __init__(self, seed: int = 0, device: str = "cpu") -> None:
         self.seed = seed
         self.device = device
-
-    def fit(self, source: Any, target: Any, *, checkpoint: str | Path | None = None) -> "ScGen":
-        """One perturbation, named ``"perturbed"``."""
-        return self.fit_many(source, {SINGLE: target}, checkpoint=checkpoint)
 
     def fit_many(
         self, source: Any, targets: dict[str, Any], *, checkpoint: str | Path | None = None

@@ -27,7 +27,6 @@ from perturbot.nn.lipschitz import ORTHOGONALIZATIONS, LipschitzPotential
 from perturbot.nn.mlp import mlp
 
 _INFERENCE_CHUNK = 16384
-_SINGLE = "target"
 
 
 class W1OT(PerturbationModel):
@@ -112,10 +111,6 @@ class W1OT(PerturbationModel):
         return int(self.n_iters_potential), int(self.n_iters_step)
 
     # ------------------------------------------------------------- fitting
-    def fit(self, source: Any, target: Any, *, checkpoint: str | None = None) -> "W1OT":
-        """Fit one perturbation (the one-element case of :meth:`fit_many`)."""
-        return self.fit_many(source, {_SINGLE: target}, checkpoint=checkpoint)
-
     def fit_many(
         self, source: Any, targets: dict[str, Any], *, checkpoint: str | None = None
     ) -> "W1OT":
