@@ -10,6 +10,7 @@ TINY = {
     "cellot": {"n_iters": 4, "eval_every": 2, "batch_size": 16},
     "w1ot": {"n_iters": 4, "eval_every": 2, "batch_size": 16},
     "cae": {"n_iters": 4, "eval_every": 2, "hidden_units": [8], "latent_dim": 2, "batch_size": 16},
+    "otfm": {"n_iters": 4, "eval_every": 2, "batch_size": 16},
 }
 
 
