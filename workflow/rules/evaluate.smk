@@ -57,7 +57,7 @@ rule provenance:
 
 
 rule statistics:
-    """Wilcoxon rank-sum tests between every pair of models."""
+    """Paired Wilcoxon signed-rank tests (or Mann-Whitney) between every pair of models, BH-adjusted."""
     input:
         "results/{experiment}/metrics.csv",
     output:
@@ -69,6 +69,8 @@ rule statistics:
         ),
     log:
         "results/{experiment}/logs/statistics.log",
+    params:
+        test=lambda wc: config["experiments"][wc.experiment]["statistical_test"],
     localrule: True
     conda:
         "../../envs/analysis.yaml"
