@@ -1,9 +1,9 @@
-"""Rule statistics: rank-sum tests between models from the metrics table."""
+"""Rule statistics: tests between every pair of models from the metrics table (BH-adjusted)."""
 
 import pandas as pd
 
 from perturbot.logs import log_to_file
-from perturbot.statistics import rank_sum_table
+from perturbot.statistics import model_tests
 
 log_to_file(snakemake.log[0])
-rank_sum_table(pd.read_csv(snakemake.input[0])).to_csv(snakemake.output[0], index=False)
+model_tests(pd.read_csv(snakemake.input[0]), test=snakemake.params.test).to_csv(snakemake.output[0], index=False)
