@@ -13,8 +13,8 @@ structure: it captures every mean and covariance change and nothing else.
 Two safeguards keep the covariances invertible: a ridge, ``ridge * trace(S) / k``
 added to the diagonal of each covariance (k its size), and, when features
 outnumber cells (scRNA-seq genes), ``n_components``: the covariance part of the
-map is computed in a PCA of the training cells (control and perturbed pooled)
-while the mean shift stays in full space,
+map is computed in a PCA of the training cells (control and perturbed pooled,
+each centred on its own mean) while the mean shift stays in full space,
 
     T(x) = x + (m_t - m_s) + V (A_k - I) V' (x - m_s),
 
@@ -97,12 +97,17 @@ class GaussianOT(PerturbationModel):
             raise ValueError(f"n_components must be a positive integer or None, got {self.n_components!r}")
 
     def _basis(self, source: np.ndarray, target: np.ndarray) -> np.ndarray | None:
-        """Principal axes (features x k) of the pooled training cells, or None for the full space."""
+        """Principal axes (features x k) of the training cells, or None for the full space.
+
+        Each population is centred on its own mean before pooling, so the axes
+        describe the spread within populations; the mean shift is applied in
+        full space and needs no axis of its own.
+        """
         if self.n_components is None:
             return None
         from sklearn.decomposition import PCA
 
-        pooled = np.concatenate([source, target]).astype(np.float64)
+        pooled = np.concatenate([source - source.mean(0), target - target.mean(0)])
         # at most one axis fewer than the smaller population's cells, so both covariances are full rank
         k = min(self.n_components, pooled.shape[1], len(source) - 1, len(target) - 1)
         pca = PCA(n_components=k, random_state=self.seed).fit(pooled)
