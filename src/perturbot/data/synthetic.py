@@ -10,6 +10,12 @@ with A symmetric positive definite and c_k >= 0, so T is the W2-optimal map
 (Brenier) and the true perturbed state of every control cell is known; it is
 stored in ``obsm['X_true_<perturbation>']`` (NaN on perturbed cells). The gates
 switch on in only part of the population, so the response differs by cell line.
+With ``map_kind="piecewise"`` the potential is instead a smoothed maximum of
+two convex quadratics with differently oriented stretches, plus strong sharp
+gates that switch on in part of one cell line (:class:`PiecewiseConvexMap`):
+still a Brenier map, so the truth is W2-optimal, but one no affine map fits, so
+benchmarks can tell a model that learns non-linear structure from a linear one
+(the closed-form Gaussian OT map).
 
 ``counts``: a scRNA-seq-like dataset of negative-binomial counts with patients
 (obs ``patient``) and cell types (obs ``cell_type``), whose perturbation effects
@@ -63,6 +69,99 @@ class ConvexGradientMap:
         return 0.5 * np.einsum("ij,jk,ik->i", x, self.A, x) + x @ self.b + (np.logaddexp(0, z) * self.c).sum(1)
 
 
+class PiecewiseConvexMap:
+    """T = grad psi for psi(x) = tau logsumexp_j(q_j(x) / tau) + sum_k (c_k / s) softplus(s (w_k . x - beta_k)).
+
+    Each piece q_j(x) = 1/2 (x - o)' A_j (x - o) + b_j' (x - o) + a_j is a convex
+    quadratic (A_j symmetric positive definite, eigenvectors differing between
+    pieces); the log-sum-exp of convex functions is convex and so is every
+    softplus term (c_k >= 0), so T is the gradient of a convex potential. Where
+    one piece dominates, T is that piece's affine map; the gates add a jump of
+    about c_k along w_k, of width about 1 / s, where w_k . x crosses beta_k.
+    """
+
+    def __init__(
+        self,
+        A: np.ndarray,
+        b: np.ndarray,
+        a: np.ndarray,
+        origin: np.ndarray,
+        tau: float,
+        c: np.ndarray,
+        w: np.ndarray,
+        beta: np.ndarray,
+        sharpness: float,
+    ):
+        for piece in A:
+            if not np.allclose(piece, piece.T) or np.linalg.eigvalsh(piece).min() <= 0:
+                raise ValueError("every piece's A must be symmetric positive definite")
+        if tau <= 0 or sharpness <= 0:
+            raise ValueError("tau and sharpness must be positive")
+        if (c < 0).any():
+            raise ValueError("gate weights c must be non-negative")
+        self.A, self.b, self.a, self.origin, self.tau = A, b, a, origin, tau
+        self.c, self.w, self.beta, self.sharpness = c, w, beta, sharpness
+
+    def _pieces(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Values (n, J) and gradients (n, J, d) of the quadratic pieces."""
+        y = x - self.origin
+        grads = np.einsum("nd,jde->nje", y, self.A) + self.b[None]
+        values = 0.5 * np.einsum("ne,nje->nj", y, grads - self.b[None]) + y @ self.b.T + self.a
+        return values, grads
+
+    def responsibilities(self, x: np.ndarray) -> np.ndarray:
+        """Softmax weight of each piece per cell (n, J): which affine map applies where."""
+        values, _ = self._pieces(x)
+        z = values / self.tau
+        z -= z.max(axis=1, keepdims=True)
+        p = np.exp(z)
+        return p / p.sum(axis=1, keepdims=True)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        _, grads = self._pieces(x)
+        smooth_max = np.einsum("nj,njd->nd", self.responsibilities(x), grads)
+        gates = _sigmoid(self.sharpness * (x @ self.w.T - self.beta))
+        return smooth_max + (gates * self.c) @ self.w
+
+    def potential(self, x: np.ndarray) -> np.ndarray:
+        values, _ = self._pieces(x)
+        z = values / self.tau
+        top = z.max(axis=1)
+        lse = self.tau * (top + np.log(np.exp(z - top[:, None]).sum(1)))
+        s = self.sharpness
+        return lse + (np.logaddexp(0, s * (x @ self.w.T - self.beta)) * self.c / s).sum(1)
+
+
+def _random_piecewise_map(
+    rng: np.random.Generator, control: np.ndarray, control_line: np.ndarray, n_gates: int = 3
+) -> PiecewiseConvexMap:
+    """Two pieces with independent eigenbases, balanced on the control cells; sharp gates in one line each."""
+    d = control.shape[1]
+    origin = control.mean(axis=0)
+    A, b = [], []
+    for _ in range(2):
+        q, _ = np.linalg.qr(rng.normal(size=(d, d)))
+        eig = rng.uniform(0.5, 1.5, size=d)
+        A.append((q * eig) @ q.T)
+        b.append(rng.normal(scale=0.3, size=d))
+    A = np.stack([(a + a.T) / 2 for a in A])
+    b = np.stack(b)
+    # shift the second piece's constant so that each piece dominates about half of the control cells
+    y = control - origin
+    values = 0.5 * np.einsum("nd,jde,ne->nj", y, A, y) + y @ b.T
+    gap = values[:, 0] - values[:, 1]
+    offset = float(np.median(gap))
+    tau = float(np.std(gap)) / 10  # smooth, yet one piece dominates for most cells
+    w = rng.normal(size=(n_gates, d))
+    w /= np.linalg.norm(w, axis=1, keepdims=True)
+    proj = control @ w.T
+    lines = rng.integers(0, 2, size=n_gates)
+    beta = np.array([np.quantile(proj[control_line == lines[k], k], rng.uniform(0.3, 0.7)) for k in range(n_gates)])
+    c = rng.uniform(2.0, 3.5, size=n_gates)
+    spread = proj.std(axis=0).mean()
+    return PiecewiseConvexMap(A, b, np.array([0.0, offset]), origin, tau, c, w, beta, sharpness=8.0 / spread)
+
+
 def _random_map(rng: np.random.Generator, control: np.ndarray, n_gates: int = 3) -> ConvexGradientMap:
     d = control.shape[1]
     q, _ = np.linalg.qr(rng.normal(size=(d, d)))
@@ -89,10 +188,16 @@ def _control_features(rng: np.random.Generator, n: int, d: int) -> tuple[np.ndar
     return x, line
 
 
+#: Kinds of ground-truth maps: gated convex gradients (the default), or piecewise ones no affine map fits.
+MAP_KINDS = ("convex", "piecewise")
+
+
 def make_features(
-    cells: int = 1500, perturbations: int = 3, features: int = 48, seed: int = 0
+    cells: int = 1500, perturbations: int = 3, features: int = 48, seed: int = 0, map_kind: str = "convex"
 ) -> ad.AnnData:
     """4i-like feature data with a known W2-optimal response per perturbation."""
+    if map_kind not in MAP_KINDS:
+        raise ValueError(f"unknown map_kind {map_kind!r}; use one of {', '.join(MAP_KINDS)}")
     rng = np.random.default_rng(seed)
     names = _perturbation_names(perturbations)
     control, control_line = _control_features(rng, cells, features)
@@ -100,7 +205,10 @@ def make_features(
     truths = {}
     for name in names:
         # the map is fitted to the control population; perturbed cells are an independent draw
-        tmap = _random_map(rng, control)
+        if map_kind == "convex":
+            tmap = _random_map(rng, control)
+        else:
+            tmap = _random_piecewise_map(rng, control, control_line)
         truths[name] = tmap(control)
         fresh_line = rng.integers(0, 2, size=cells)
         blocks.append(tmap(_redraw_like(rng, control, control_line, fresh_line)))
@@ -119,7 +227,7 @@ def make_features(
         full = np.full_like(x, np.nan)
         full[:cells] = truth
         adata.obsm[f"X_true_{name}"] = full
-    adata.uns["synthetic"] = {"modality": "features", "seed": seed, "perturbations": names}
+    adata.uns["synthetic"] = {"modality": "features", "seed": seed, "perturbations": names, "map_kind": map_kind}
     return adata
 
 
