@@ -17,12 +17,20 @@ loader; ``T`` is the network's explicitly written-out gradient rather than an
 as one stacked model (weights of shape ``(P, out, in)``, batched matmuls). The
 P problems stay independent: each has its own potentials, batches, Adam state
 (Adam is element-wise) and kept best weights.
+
+``preset`` picks the training recipe: ``"paper"`` (the default) is the above,
+exactly; ``"fast"`` standardises the inputs with one scale (which keeps the W2
+map equivariant), starts both potentials at the closed-form Gaussian (Bures)
+map between the two populations and its inverse, trains with a larger
+learning rate and fewer g steps, and stops on validation patience (see
+docs/models/cellot.md for what each choice buys). A hyper-parameter given
+explicitly overrides the preset's value.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -35,6 +43,39 @@ from perturbot.nn.icnn import StackedICNN
 #: Rows per forward pass at inference, to bound memory on large inputs.
 CHUNK = 16384
 
+#: Hyper-parameters a preset sets (an explicit value overrides them).
+PRESETS: dict[str, dict[str, Any]] = {
+    # the authors' configs/models/cellot.yaml
+    "paper": dict(
+        n_iters=100_000, n_inner_iters=10, batch_size=256, lr=1e-4, beta1=0.5, beta2=0.9,
+        init="uniform", standardize=False, eval_every=250, patience=0,
+    ),
+    # measured in benchmarks/bench_cellot.py, see docs/models/cellot.md
+    "fast": dict(
+        n_iters=5_000, n_inner_iters=2, batch_size=256, lr=1e-3, beta1=0.5, beta2=0.9,
+        init="gaussian", standardize=True, eval_every=100, patience=10,
+    ),
+}
+INITS = ("uniform", "identity", "gaussian")
+#: Ridge added to covariances (standardised units) before the Gaussian map: singular covariances.
+COV_RIDGE = 1e-3
+
+
+@dataclass(frozen=True)
+class Settings:
+    """A preset's values with the explicit overrides applied: what training uses."""
+
+    n_iters: int
+    n_inner_iters: int
+    batch_size: int
+    lr: float
+    beta1: float
+    beta2: float
+    init: str
+    standardize: bool
+    eval_every: int
+    patience: int
+
 
 class CellOT(PerturbationModel):
     """Neural W2 optimal transport between control and perturbed cells (see module docstring)."""
@@ -44,23 +85,27 @@ class CellOT(PerturbationModel):
 
     def __init__(
         self,
+        preset: str = "paper",
         hidden_units: Sequence[int] = (64, 64, 64, 64),
-        n_iters: int = 100_000,
-        n_inner_iters: int = 10,
-        batch_size: int = 256,
-        lr: float = 1e-4,
-        beta1: float = 0.5,
-        beta2: float = 0.9,
+        n_iters: int | None = None,
+        n_inner_iters: int | None = None,
+        batch_size: int | None = None,
+        lr: float | None = None,
+        beta1: float | None = None,
+        beta2: float | None = None,
+        init: str | None = None,
+        standardize: bool | None = None,
         fnorm_penalty: float = 1.0,
         negative_slope: float = 0.2,
         init_scale: float = 0.1,
-        eval_every: int = 250,
+        eval_every: int | None = None,
         val_size: int = 500,
         patience: int | None = None,
         checkpoint_every: int = 1000,
         seed: int = 0,
         device: str = "auto",
     ) -> None:
+        self.preset = preset
         self.hidden_units = hidden_units
         self.n_iters = n_iters
         self.n_inner_iters = n_inner_iters
@@ -68,6 +113,8 @@ class CellOT(PerturbationModel):
         self.lr = lr
         self.beta1 = beta1
         self.beta2 = beta2
+        self.init = init
+        self.standardize = standardize
         self.fnorm_penalty = fnorm_penalty
         self.negative_slope = negative_slope
         self.init_scale = init_scale
@@ -83,7 +130,7 @@ class CellOT(PerturbationModel):
         self, source: Any, targets: Mapping[str, Any], *, checkpoint: str | None = None
     ) -> "CellOT":
         """Learn one map per perturbation, all in one batched training loop."""
-        self._check_params()
+        hp = self._check_params()
         source = as_float_array(source, "source")
         if not targets:
             raise ValueError("targets is empty: give at least one perturbation")
@@ -97,7 +144,14 @@ class CellOT(PerturbationModel):
                     f"target {name!r} has {t.shape[1]} features but source has {source.shape[1]}"
                 )
         self.device_ = training.resolve_device(self.device)
-        trainer = _Trainer(self, source, tgts, names, self.device_)
+        self.settings_ = hp
+        if hp.standardize:
+            # one scale for every feature: a W2 map stays W2-optimal under x -> (x - m) / s
+            self.shift_ = source.astype(np.float64).mean(0)
+            self.scale_ = float(np.sqrt(source.var(0).mean())) or 1.0
+            source = self._standardise(source)
+            tgts = [self._standardise(t) for t in tgts]
+        trainer = _Trainer(self, hp, source, tgts, names, self.device_)
         result = trainer.run(training.Checkpoint(checkpoint, every=self.checkpoint_every))
         self.n_features_in_ = source.shape[1]
         self.perturbations_ = names
@@ -107,15 +161,29 @@ class CellOT(PerturbationModel):
         self.history_ = result.history.to_frame()
         return self
 
-    def _check_params(self) -> None:
-        positive = ("n_iters", "n_inner_iters", "batch_size", "eval_every", "val_size", "checkpoint_every")
-        for name in positive:
+    def settings(self) -> Settings:
+        """The preset's hyper-parameters with every explicitly given one in its place."""
+        if self.preset not in PRESETS:
+            raise ValueError(f"unknown preset {self.preset!r}; choose one of {sorted(PRESETS)}")
+        values = dict(PRESETS[self.preset])
+        values.update({k: getattr(self, k) for k in values if getattr(self, k) is not None})
+        return Settings(**values)
+
+    def _check_params(self) -> Settings:
+        hp = self.settings()
+        for name in ("n_iters", "n_inner_iters", "batch_size", "eval_every"):
+            if int(getattr(hp, name)) < 1:
+                raise ValueError(f"{name} must be positive, got {getattr(hp, name)!r}")
+        for name in ("val_size", "checkpoint_every"):
             if int(getattr(self, name)) < (0 if name == "val_size" else 1):
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
-        if self.patience is not None and int(self.patience) < 1:
-            raise ValueError(f"patience must be None or >= 1, got {self.patience!r}")
-        if self.lr <= 0:
-            raise ValueError(f"lr must be positive, got {self.lr!r}")
+        if int(hp.patience) < 0:
+            raise ValueError(f"patience must be >= 0 (0: no early stop), got {hp.patience!r}")
+        if hp.lr <= 0:
+            raise ValueError(f"lr must be positive, got {hp.lr!r}")
+        if hp.init not in INITS:
+            raise ValueError(f"init must be one of {INITS}, got {hp.init!r}")
+        return hp
 
     # ------------------------------------------------------------ inference
     def _index(self, perturbation: str | None) -> int:
@@ -134,8 +202,25 @@ class CellOT(PerturbationModel):
                 f"unknown perturbation {perturbation!r}; fitted ones: {self.perturbations_}"
             ) from None
 
+    def _standardise(self, x: np.ndarray) -> np.ndarray:
+        return ((x - self.shift_) / self.scale_).astype(np.float32)
+
     def _evaluate(self, net: StackedICNN, x: np.ndarray, index: int, what: str) -> np.ndarray:
-        """Potential values ('value') or gradients ('gradient') of model ``index`` on ``x``, chunked."""
+        """Potential values ('value') or gradients ('gradient') of model ``index`` on ``x``, chunked.
+
+        With standardised training, a potential p learned on ``z = (x - m) / s`` is
+        reported as ``s^2 p(z) + <m, x>``, whose gradient ``m + s grad p(z)`` is the
+        map in the data's units (so the dual W2 formula holds unchanged).
+        """
+        if self.settings_.standardize:
+            z = self._standardise(x)
+            res = self._evaluate_raw(net, z, index, what)
+            if what == "gradient":
+                return (self.shift_ + self.scale_ * res).astype(np.float32)
+            return (self.scale_**2 * res + x @ self.shift_).astype(np.float32)
+        return self._evaluate_raw(net, x, index, what)
+
+    def _evaluate_raw(self, net: StackedICNN, x: np.ndarray, index: int, what: str) -> np.ndarray:
         one = net.select([index])
         out = []
         with torch.no_grad():
@@ -183,12 +268,24 @@ class CellOT(PerturbationModel):
 
     # ---------------------------------------------------------- persistence
     def _get_state(self) -> dict[str, Any]:
-        return {
+        state = {
             **super()._get_state(),
             "perturbations_": list(self.perturbations_),
             "best_iteration_": list(self.best_iteration_),
             "n_iter_": int(self.n_iter_),
+            "settings_": asdict(self.settings_),
         }
+        if self.settings_.standardize:
+            state.update(shift_=[float(v) for v in self.shift_], scale_=float(self.scale_))
+        return state
+
+    def _set_state(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        settings = state.pop("settings_", None)
+        super()._set_state(state)
+        self.settings_ = Settings(**settings) if settings is not None else self.settings()
+        if self.settings_.standardize:
+            self.shift_ = np.asarray(self.shift_, dtype=np.float64)
 
     def _get_tensors(self) -> dict[str, torch.Tensor]:
         tensors = {f"f.{k}": v for k, v in self.f_.state_dict().items()}
@@ -212,7 +309,30 @@ class CellOT(PerturbationModel):
             negative_slope=self.negative_slope,
             init_scale=self.init_scale,
             generator=generator,
+            quadratic=self.settings_.init != "uniform",
         )
+
+
+def gaussian_map(source: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The W2 map between Gaussians fitted to ``source`` and ``target``: ``x -> M x + c``.
+
+    ``M = S1^-1/2 (S1^1/2 S2 S1^1/2)^1/2 S1^-1/2`` (symmetric positive definite),
+    ``c = m2 - M m1``; covariances get a small ridge so that few cells or
+    collinear features still give a finite map.
+    """
+
+    def sym_power(a: np.ndarray, power: float) -> np.ndarray:
+        evals, evecs = np.linalg.eigh(a)
+        return (evecs * np.clip(evals, 1e-12, None) ** power) @ evecs.T
+
+    src, tgt = source.astype(np.float64), target.astype(np.float64)
+    ridge = COV_RIDGE * np.eye(src.shape[1])
+    s1 = np.atleast_2d(np.cov(src.T)) + ridge
+    s2 = np.atleast_2d(np.cov(tgt.T)) + ridge
+    r1, r1_inv = sym_power(s1, 0.5), sym_power(s1, -0.5)
+    matrix = r1_inv @ sym_power(r1 @ s2 @ r1, 0.5) @ r1_inv
+    matrix = (matrix + matrix.T) / 2
+    return matrix, tgt.mean(0) - matrix @ src.mean(0)
 
 
 @dataclass
@@ -230,12 +350,13 @@ class _Trainer:
     def __init__(
         self,
         model: CellOT,
+        hp: Settings,
         source: np.ndarray,
         targets: list[np.ndarray],
         names: list[str],
         device: torch.device,
     ) -> None:
-        self.model, self.names, self.device = model, names, device
+        self.model, self.hp, self.names, self.device = model, hp, names, device
         self.P = len(targets)
         seed = int(model.seed)
         init_seed, sample_seed = np.random.SeedSequence(seed).generate_state(2)
@@ -256,16 +377,18 @@ class _Trainer:
             padded[p, : len(t)] = t
         self.tgt = torch.from_numpy(padded).to(device)
         self.rows = torch.arange(self.P, device=device).unsqueeze(1)
-        self.batch = int(min(model.batch_size, len(self.src), *sizes))
+        self.batch = int(min(hp.batch_size, len(self.src), *sizes))
         self.validate = len(self.src_val) > 0 and all(len(v) > 0 for v in self.tgt_val)
 
         init = training.make_generator(int(init_seed))  # on CPU: same weights on every device
         self.f = model._new_network(self.P, source.shape[1], init).to(device)
         self.g = model._new_network(self.P, source.shape[1], init).to(device)
+        if hp.init != "uniform":
+            self._init_affine(source[src_train], tgt_train)
         self.f_params, self.g_params = list(self.f.parameters()), list(self.g.parameters())
-        betas = (model.beta1, model.beta2)
-        self.opt_f = torch.optim.Adam(self.f_params, lr=model.lr, betas=betas, fused=True)
-        self.opt_g = torch.optim.Adam(self.g_params, lr=model.lr, betas=betas, fused=True)
+        betas = (hp.beta1, hp.beta2)
+        self.opt_f = torch.optim.Adam(self.f_params, lr=hp.lr, betas=betas, fused=True)
+        self.opt_g = torch.optim.Adam(self.g_params, lr=hp.lr, betas=betas, fused=True)
         self.gen = training.make_generator(int(sample_seed), device)
 
         # Loop state (all of it goes into the checkpoint).
@@ -285,6 +408,22 @@ class _Trainer:
             "hidden_units": [int(h) for h in model.hidden_units],
             "seed": seed,
         }
+        if hp.init != "uniform" or hp.standardize:  # paper-style checkpoints keep their format
+            self.meta.update(init=hp.init, standardize=bool(hp.standardize))
+
+    def _init_affine(self, source: np.ndarray, targets: list[np.ndarray]) -> None:
+        """g starts at the identity or Gaussian map, f at its convex conjugate (the inverse map)."""
+        d = source.shape[1]
+        if self.hp.init == "identity":
+            mats = [(np.eye(d), np.zeros(d))] * self.P
+        else:
+            mats = [gaussian_map(source, t) for t in targets]
+        m = torch.tensor(np.stack([a for a, _ in mats]))
+        c = torch.tensor(np.stack([b for _, b in mats]))
+        m_inv = torch.linalg.inv(m)
+        # conjugate of 1/2 x'Mx + c'x is 1/2 (y - c)' M^-1 (y - c): gradient M^-1 y - M^-1 c
+        self.g.init_affine_(m.to(self.device), c.to(self.device))
+        self.f.init_affine_(m_inv.to(self.device), -(m_inv @ c.unsqueeze(-1)).squeeze(-1).to(self.device))
 
     # ------------------------------------------------------------ sampling
     def _source_batch(self) -> torch.Tensor:
@@ -325,7 +464,7 @@ class _Trainer:
 
     def _iterate(self) -> None:
         y = self._target_batch()
-        for _ in range(self.model.n_inner_iters):
+        for _ in range(self.hp.n_inner_iters):
             loss_g = self._g_step()
         loss_f = self._f_step(y)
         self.loss_sums[0] += loss_g
@@ -352,10 +491,16 @@ class _Trainer:
             f_tx = self.f(tx)
             conj = (x * tx).sum(-1) - f_tx
             x_sq = (self.src_val**2).sum(-1).mean()
+            scale, shift = self._units()
             for p, y in enumerate(self.tgt_val):
-                mmd[p] = float(training.mmd_rbf_torch(tx[p], y))
+                if scale is None:
+                    mmd[p] = float(training.mmd_rbf_torch(tx[p], y))
+                else:  # in the data's units, so that the kernel bandwidths mean what they say
+                    mmd[p] = float(training.mmd_rbf_torch(tx[p] * scale + shift, y * scale + shift))
                 f_y = self.f.select([p])(y.unsqueeze(0))[0]
                 w2[p] = float(x_sq + (y**2).sum(-1).mean() - 2 * conj[p].mean() - 2 * f_y.mean())
+                if scale is not None:  # W2 scales with the data; it does not move with them
+                    w2[p] *= scale**2
             improved = mmd < self.best_mmd
             self.best_mmd = torch.where(improved, mmd, self.best_mmd)
             self.best_iteration[improved] = self.iteration
@@ -375,9 +520,16 @@ class _Trainer:
                 val_w2=float(w2[p]),
             )
 
+    def _units(self) -> tuple[float | None, torch.Tensor | None]:
+        """Scale and shift back to the data's units, or (None, None) without standardisation."""
+        if not self.hp.standardize:
+            return None, None
+        shift = torch.as_tensor(self.model.shift_, dtype=torch.float32, device=self.device)
+        return float(self.model.scale_), shift
+
     def _converged(self) -> bool:
-        patience = self.model.patience
-        return patience is not None and self.validate and bool((self.stalled >= int(patience)).all())
+        patience = int(self.hp.patience)
+        return patience > 0 and self.validate and bool((self.stalled >= patience).all())
 
     # ----------------------------------------------------------- checkpoint
     def _state(self) -> dict[str, Any]:
@@ -428,7 +580,7 @@ class _Trainer:
         state = checkpoint.load()
         if state is not None:
             self._restore(state)
-        n_iters, eval_every = int(self.model.n_iters), int(self.model.eval_every)
+        n_iters, eval_every = int(self.hp.n_iters), int(self.hp.eval_every)
         while self.iteration < n_iters:
             self._iterate()
             self.iteration += 1

@@ -12,6 +12,13 @@ is non-negative (leaky ReLU is convex and non-decreasing, the square of a
 leaky ReLU is convex). ``W_l`` have no bias, ``A_l`` have one; all weights
 start uniform on (0, ``init_scale``) and the biases at zero.
 
+With ``quadratic=True`` the potential gains a convex quadratic term
+``1/2 |L x|^2`` (``L`` unconstrained, any ``L`` keeps it convex), the
+``PosDefPotentials`` layer of OTT-JAX's ICNN. ``init_affine_`` uses it to
+start the potential at ``1/2 x'Mx + c'x`` (gradient: the affine map
+``x -> Mx + c``, e.g. the identity or the Gaussian OT map) by setting ``L``
+to ``M^(1/2)``, the linear skip to ``c`` and the last ``W`` to zero.
+
 Every weight carries a leading model axis ``P`` (shape ``(P, out, in)``) and
 inputs are ``(P, n, d)``, so P independent potentials (one per perturbation)
 evaluate with batched matrix products. The ``A_l`` of all layers are stored as
@@ -44,6 +51,7 @@ class StackedICNN(nn.Module):
         negative_slope: float = 0.2,
         init_scale: float = 0.1,
         generator: torch.Generator | None = None,
+        quadratic: bool = False,
     ) -> None:
         super().__init__()
         hidden = [int(h) for h in hidden_units]
@@ -65,6 +73,9 @@ class StackedICNN(nn.Module):
         self.b = nn.Parameter(torch.zeros(n_models, sum(widths)))
         # W_1..W_L: (P, h_l, h_{l-1}); the last one maps to the scalar output.
         self.W = nn.ParameterList([uniform(o, i) for i, o in zip(widths[:-1], widths[1:])])
+        self.quadratic = bool(quadratic)
+        if self.quadratic:  # created last: the other weights draw the same numbers either way
+            self.L = nn.Parameter(torch.zeros(n_models, in_features, in_features))
 
     # ------------------------------------------------------------ evaluation
     def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
@@ -84,6 +95,8 @@ class StackedICNN(nn.Module):
             z = F.leaky_relu(s, self.negative_slope)
             pre.append(s)
         out = torch.baddbmm(skips[-1], z, self.W[-1].transpose(1, 2)).squeeze(-1)
+        if self.quadratic:
+            out = out + 0.5 * torch.bmm(x, self.L.transpose(1, 2)).square().sum(-1)
         return out, pre, a0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -106,6 +119,8 @@ class StackedICNN(nn.Module):
         deltas.reverse()
         A_hidden, A_out = self.A[:, :-1], self.A[:, -1:]
         grad = torch.baddbmm(A_out, torch.cat(deltas, dim=-1), A_hidden)
+        if self.quadratic:
+            grad = grad + torch.bmm(torch.bmm(x, self.L.transpose(1, 2)), self.L)
         return out, grad
 
     def gradient(self, x: torch.Tensor) -> torch.Tensor:
@@ -117,11 +132,33 @@ class StackedICNN(nn.Module):
         """A detached copy holding only the models at ``indices`` (cheap inference on a few)."""
         # a private generator for the throw-away initial values keeps torch's global RNG untouched
         sub = StackedICNN(
-            len(indices), self.in_features, self.hidden_units, self.negative_slope, generator=torch.Generator()
+            len(indices),
+            self.in_features,
+            self.hidden_units,
+            self.negative_slope,
+            generator=torch.Generator(),
+            quadratic=self.quadratic,
         ).to(device=self.A.device, dtype=self.A.dtype)
         idx = torch.as_tensor(list(indices), dtype=torch.long, device=self.A.device)
         sub.load_state_dict({k: v.index_select(0, idx) for k, v in self.state_dict().items()})
         return sub
+
+    @torch.no_grad()
+    def init_affine_(self, matrix: torch.Tensor, shift: torch.Tensor) -> None:
+        """Start each potential at ``1/2 x'M x + c'x`` (its gradient: ``x -> M x + c``).
+
+        ``matrix`` (P, d, d) symmetric positive semi-definite, ``shift`` (P, d). The
+        ICNN part keeps its weights but its last ``W`` is zeroed, so it contributes
+        nothing until training grows it (as a zero-initialised residual branch).
+        """
+        if not self.quadratic:
+            raise ValueError("an affine start needs the quadratic term: build with quadratic=True")
+        evals, evecs = torch.linalg.eigh(matrix.to(torch.float64))
+        root = evecs @ torch.diag_embed(evals.clamp(min=0).sqrt()) @ evecs.transpose(1, 2)
+        self.L.copy_(root.to(self.L.dtype))
+        self.A[:, -1].copy_(shift.to(self.A.dtype))
+        self.b[:, -1].zero_()
+        self.W[-1].zero_()
 
     # ------------------------------------------------------------ convexity
     @torch.no_grad()
