@@ -244,7 +244,8 @@ def test_catalog_lists_every_paper_dataset_with_its_columns(catalog):
     for name, entry in catalog["datasets"].items():
         assert all(key in entry for key in DATASET_KEYS), name
         assert entry["modality"] == ("features" if name == "4i_8h" else "expression")
-        assert entry["member"].endswith(".h5ad") and not download._escapes(entry["member"])
+        members = [entry["member"]] if isinstance(entry["member"], str) else entry["member"]
+        assert all(m.endswith(".h5ad") and not download._escapes(m) for m in members), name
         assert entry["holdout_key"] is not None or entry["settings"] == ["iid"]
     sciplex = catalog["datasets"]["sciplex3"]
     assert sciplex["condition_key"] == "drug" and len(sciplex["perturbations"]) == 9
@@ -263,12 +264,18 @@ def test_catalog_specs_are_valid_config_datasets(catalog):
     validate(config, schema=str(REPO / "workflow" / "schemas" / "config.schema.yaml"))
     spec = datasets["glioblastoma"]
     assert spec["source"] == {
-        "url": catalog["archives"]["cellot"]["url"],
+        "url": "https://www.research-collection.ethz.ch/server/api/core/bitstreams/"
+        "7c5fe615-a6fa-4464-8ae7-4482a02040db/content",
+        "mirrors": ["https://www.research-collection.ethz.ch/bitstreams/7c5fe615-a6fa-4464-8ae7-4482a02040db/download"],
         "sha256": None,
         "member": "datasets/scrna-gbm/hvg-top1k-train-only.h5ad",
-        "archive": "cellot_datasets.zip",
+        "archive": "processed_datasets_all.zip",
     }
     assert (spec["condition_key"], spec["control"], spec["perturbations"]) == ("perturbation", "control", ["panobinostat"])
+    assert spec["subset"] == {"sample": ["PW034", "PW036", "PW040", "PW051", "PW053"]}
+    assert datasets["4i_8h"]["features_file"] == "datasets/4i/features.txt"
+    assert datasets["lupus_kang"]["holdouts_file"] == "datasets/scrna-lupuspatients/sample_ids.txt"
+    assert datasets["lupus_kang"]["source"]["member"][0] == "datasets/scrna-lupuspatients/kang_new.h5ad"
 
 
 def test_catalog_errors_name_the_problem(tmp_path, catalog):
@@ -296,12 +303,22 @@ def test_a_catalog_dataset_downloads_and_loads(server, tmp_path, monkeypatch, ca
     perturbations = spec["perturbations"] if spec["perturbations"] != "all" else ["cisplatin", "trametinib"]
     conditions = [spec["control"], *perturbations] * 4
     obs = pd.DataFrame({spec["condition_key"]: conditions}, index=[f"c{i}" for i in range(len(conditions))])
-    adata = ad.AnnData(np.random.default_rng(0).random((len(conditions), 3), dtype=np.float32), obs=obs)
+    kept = len(conditions)
+    for column, values in spec.get("subset", {}).items():  # glioblastoma: a third of the cells from a sixth patient
+        obs[column] = np.resize([values[0], values[0], "PW999"], len(obs))
+        kept = int((obs[column] == values[0]).sum())
+    var = pd.DataFrame(index=["f1", "f2", "f3"])
+    adata = ad.AnnData(np.random.default_rng(0).random((len(conditions), 3), dtype=np.float32), obs=obs, var=var)
     adata.write_h5ad(tmp_path / "stand_in.h5ad")
-    data = make_zip({spec["source"]["member"]: (tmp_path / "stand_in.h5ad").read_bytes()})
+    members = [spec["source"]["member"]] if isinstance(spec["source"]["member"], str) else spec["source"]["member"]
+    files = {members[-1]: (tmp_path / "stand_in.h5ad").read_bytes()}  # the last candidate: the fallback works
+    if spec.get("features_file"):
+        files[spec["features_file"]] = b"f3\nf1\n"
+    data = make_zip(files)
     server.files["/cellot.zip"] = data
-    spec["source"].update(url=server.url + "/cellot.zip", sha256=sha256(data))
+    spec["source"].update(url=server.url + "/cellot.zip", sha256=sha256(data), mirrors=[])
     monkeypatch.chdir(tmp_path)
     loaded, found = load_dataset(spec, name=name)
-    assert found == perturbations and loaded.n_obs == len(conditions)
+    assert found == perturbations and loaded.n_obs == kept
+    assert list(loaded.var_names) == (["f3", "f1"] if spec.get("features_file") else ["f1", "f2", "f3"])
     assert (tmp_path / "resources" / "downloads" / spec["source"]["archive"]).exists()

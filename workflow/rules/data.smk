@@ -1,12 +1,65 @@
+from perturbot.data.download import archive_path
+
+
+def downloaded_datasets():
+    """Config datasets fetched from an address (not synthetic, not a local file)."""
+    return {n: d for n, d in config["datasets"].items() if isinstance(d.get("source"), dict)}
+
+
+def archive_file(dataset):
+    """The file a dataset is taken from, under resources/downloads/ (several datasets may share one)."""
+    return archive_path(config["datasets"][dataset]["source"], dataset, "resources/downloads").name
+
+
+# archive file -> the first dataset that names it (its source gives the addresses and sha256)
+ARCHIVES = {}
+for _name in downloaded_datasets():
+    ARCHIVES.setdefault(archive_file(_name), _name)
+
+
+def member_hint(dataset):
+    """Where a dataset's member is written, for the error that lists the archive's files."""
+    entry = config["datasets"][dataset]
+    if "catalog" in entry:
+        return f"the member line of datasets.{entry['catalog']} in resources/datasets.yaml"
+    return f"datasets.{dataset}.source.member in your config"
+
+
+rule download_archive:
+    """Download one archive and check its sha256, once, however many datasets come from it.
+
+    The output is a small record, not the archive, so that an archive placed by hand
+    is used as it is and a change to this rule never deletes a 2 GB download.
+    """
+    output:
+        "resources/downloads/{archive}.fetched.json",
+    log:
+        "resources/downloads/logs/{archive}.log",
+    params:
+        source=lambda wc: config["datasets"][ARCHIVES[wc.archive]]["source"],
+        dataset=lambda wc: ARCHIVES[wc.archive],
+    wildcard_constraints:
+        archive="|".join(map(re.escape, ARCHIVES)) if ARCHIVES else "^$",
+    localrule: True
+    conda:
+        "../../envs/analysis.yaml"
+    script:
+        "../scripts/download_archive.py"
+
+
 rule download_dataset:
-    """Download, verify and extract a dataset once, however many experiments use it."""
+    """Take a dataset's file (and its feature or sample list) out of its verified archive."""
+    input:
+        lambda wc: f"resources/downloads/{archive_file(wc.dataset)}.fetched.json",
     output:
         "resources/downloads/{dataset}.verified.json",
     log:
         "resources/downloads/logs/{dataset}.log",
     params:
-        source=lambda wc: config["datasets"][wc.dataset]["source"],
-    retries: 2
+        dataset=lambda wc: config["datasets"][wc.dataset],
+        member_hint=lambda wc: member_hint(wc.dataset),
+    wildcard_constraints:
+        dataset="|".join(map(re.escape, downloaded_datasets())) or "^$",
     localrule: True
     conda:
         "../../envs/analysis.yaml"

@@ -5,7 +5,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from perturbot.data.io import DataError, load_dataset
+from perturbot.data.io import DataError, load_dataset, read_list
 from perturbot.logs import log_to_file
 from perturbot.preprocessing import prepare
 from perturbot.slugs import slug_map
@@ -14,14 +14,34 @@ log_to_file(snakemake.log[0])
 exp = snakemake.params.experiment
 dataset = snakemake.params.dataset
 if isinstance(dataset["source"], dict):
-    # downloaded and verified by rule download_dataset: read the local file it recorded
+    # downloaded and verified by rule download_dataset: read the local files it recorded
     with open(snakemake.input[0]) as fh:
-        dataset = {**dataset, "source": json.load(fh)["path"]}
+        files = json.load(fh)
+    dataset = {**dataset, "source": files["path"], "features_file": files.get("features_file"),
+               "holdouts_file": files.get("holdouts_file")}
+
+
+def check_holdouts() -> None:
+    """The holdouts planned must be those of the dataset's list, when it has one (see apply_holdouts_files)."""
+    listed = dataset.get("holdouts_file")
+    if not listed or exp["setting"] == "iid" or not Path(listed).exists():
+        return
+    wanted, planned = read_list(listed), sorted({run.holdout for run in snakemake.params.runs})
+    if sorted(set(wanted)) != planned:
+        raise DataError(
+            f"{listed} lists the holdouts {', '.join(wanted)}, but this run was planned with "
+            f"{', '.join(planned)} (experiments.{snakemake.wildcards.experiment}.holdouts), before the list "
+            f"was available. Run the workflow again: it now plans one run per holdout of the list "
+            f"(or set holdouts_file: null under datasets.{exp['dataset']} to keep your own holdouts)."
+        )
+
+
 out = Path(snakemake.output[0])
 tmp = out.with_name(out.name + ".tmp")
 shutil.rmtree(tmp, ignore_errors=True)
 tmp.mkdir(parents=True)
 try:
+    check_holdouts()
     adata, perturbations = load_dataset(dataset, name=exp["dataset"])
     for run in snakemake.params.runs:
         prepared = prepare(
@@ -48,5 +68,8 @@ except (DataError, ValueError) as err:
     shutil.rmtree(tmp, ignore_errors=True)
     print(f"\nData error in experiment {snakemake.wildcards.experiment!r}: {err}\n", file=sys.stderr)
     sys.exit(1)
+except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)  # never leave a half-written data.tmp behind
+    raise
 shutil.rmtree(out, ignore_errors=True)
 tmp.rename(out)

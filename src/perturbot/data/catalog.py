@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
 import yaml
 
-from perturbot.data.io import DataError
+from perturbot.data.io import DataError, read_list
 
 DEFAULT_CATALOG = "resources/datasets.yaml"
 ARCHIVE_KEYS = ("url", "file", "sha256")
 DATASET_KEYS = ("archive", "member", "modality", "condition_key", "control", "holdout_key", "notes")
 # Catalog keys that are also keys of a dataset in a config (the rest describe experiments or people).
-SPEC_KEYS = ("modality", "condition_key", "control", "perturbations", "layer", "derive_obs")
+SPEC_KEYS = (
+    "modality", "condition_key", "control", "perturbations", "layer", "derive_obs",
+    "features_file", "holdouts_file", "subset",
+)
 
 
 def load_catalog(path: str | Path = DEFAULT_CATALOG) -> dict:
@@ -33,6 +37,9 @@ def load_catalog(path: str | Path = DEFAULT_CATALOG) -> dict:
         missing = [k for k in DATASET_KEYS if k not in (entry or {})]
         if missing:
             raise DataError(f"dataset catalog {path}: dataset {name!r} lacks {', '.join(missing)}")
+        member = entry["member"]
+        if not (isinstance(member, str) or (isinstance(member, list) and member and all(isinstance(m, str) for m in member))):
+            raise DataError(f"dataset catalog {path}: dataset {name!r}: member must be a path or a list of paths")
         if entry["archive"] not in archives:
             raise DataError(
                 f"dataset catalog {path}: dataset {name!r} names archive {entry['archive']!r}, "
@@ -52,10 +59,12 @@ def dataset_spec(name: str, catalog: dict) -> dict:
         "source": {
             "url": archive["url"],
             "sha256": archive["sha256"],
-            "member": entry["member"],
+            "member": copy.deepcopy(entry["member"]),
             "archive": archive["file"],
         }
     }
+    if archive.get("mirrors"):
+        spec["source"]["mirrors"] = [m["url"] if isinstance(m, dict) else m for m in archive["mirrors"]]
     spec.update({key: copy.deepcopy(entry[key]) for key in SPEC_KEYS if key in entry})
     return spec
 
@@ -71,3 +80,23 @@ def resolve_catalog_entries(config: dict, catalog_path: str | Path = DEFAULT_CAT
             catalog = catalog or load_catalog(catalog_path)
             for key, value in dataset_spec(entry["catalog"], catalog).items():
                 entry.setdefault(key, value)
+
+
+def apply_holdouts_files(config: dict, downloads: str | Path = "resources/downloads") -> None:
+    """Use a dataset's list of holdouts (e.g. CellOT's ``sample_ids.txt``) once its archive has given it, in place.
+
+    Until the archive is downloaded the experiment's own ``holdouts`` stand; the rule
+    that prepares the data checks that they agree with the file and, if not, asks
+    for a second run, which then plans one run per value of the file.
+    """
+    for exp in (config.get("experiments") or {}).values():
+        dataset = (config.get("datasets") or {}).get(exp.get("dataset"), {})
+        if not dataset.get("holdouts_file") or exp.get("setting", "iid") == "iid":
+            continue
+        if isinstance(dataset.get("source"), dict):
+            record = Path(downloads) / f"{exp['dataset']}.verified.json"
+            listed = json.loads(record.read_text()).get("holdouts_file") if record.exists() else None
+        else:
+            listed = dataset["holdouts_file"]
+        if listed and Path(listed).exists():
+            exp["holdouts"] = read_list(listed)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 
 import anndata as ad
@@ -23,14 +24,77 @@ def read_source(spec: dict, *, name: str = "dataset", base_dir: str | Path = "."
     if source == "synthetic":
         return make_synthetic(spec.get("modality", "features"), **spec.get("synthetic", {}))
     if isinstance(source, dict):
-        from perturbot.data.download import fetch
+        from perturbot.data.download import fetch_dataset
 
-        path = fetch(source, name=name)
+        path = fetch_dataset(spec, name=name)["path"]
     else:
         path = Path(base_dir) / source
-    if not Path(path).exists():
+    return read_h5ad_checked(path, name)
+
+
+def read_h5ad_checked(path: str | Path, name: str = "dataset") -> ad.AnnData:
+    """``anndata.read_h5ad`` whose failure on a truncated or damaged file is one line naming the file and the fix."""
+    path = Path(path)
+    if not path.exists():
         raise DataError(f"dataset {name!r}: file {path} does not exist")
-    return ad.read_h5ad(path)
+    try:
+        return ad.read_h5ad(path)
+    except Exception as err:  # h5py and anndata raise OSError, KeyError, ValueError... on a damaged file
+        reason = (str(err).splitlines() or [""])[0][:200]
+        extracted = next((p for p in path.parents if p.parent.name.endswith(".extracted")), None)
+        if extracted is not None:
+            archive = extracted.parent.with_name(extracted.parent.name.removesuffix(".extracted"))
+            fix = (
+                f"delete {extracted} and run again to extract it anew; if the error comes back, "
+                f"the archive is damaged: delete {archive} and run again to download it"
+            )
+        else:
+            fix = "replace it with a complete copy (a download or copy may have been cut short)"
+        raise DataError(
+            f"dataset {name!r}: {path} is not a readable .h5ad file ({type(err).__name__}: {reason}); "
+            f"it is probably truncated or damaged: {fix}."
+        ) from None
+
+
+def read_list(path: str | Path) -> list[str]:
+    """Names separated by white space (one a line), as the papers' feature and sample lists are written."""
+    return Path(path).read_text().split()
+
+
+def restrict(adata: ad.AnnData, spec: dict, name: str = "dataset") -> ad.AnnData:
+    """Apply the dataset's ``subset`` (cells) and ``features_file`` (columns), as CellOT's data loader does."""
+    mask = np.ones(adata.n_obs, dtype=bool)
+    for column, values in (spec.get("subset") or {}).items():
+        if column not in adata.obs:
+            raise DataError(
+                f"dataset {name!r}: subset reads missing obs column {column!r}; columns: {', '.join(adata.obs.columns)}"
+            )
+        values = [values] if isinstance(values, str) else [str(v) for v in values]
+        present = adata.obs[column].astype(str)
+        absent = [v for v in values if v not in set(present)]
+        if len(absent) == len(values):
+            raise DataError(
+                f"dataset {name!r}: none of the subset values {values} occurs in obs[{column!r}]; "
+                f"values: {', '.join(sorted(set(present))[:20])}"
+            )
+        if absent:
+            warnings.warn(f"dataset {name!r}: subset value(s) {', '.join(absent)} do not occur in obs[{column!r}]")
+        mask &= present.isin(values).to_numpy()
+    if not mask.all():
+        adata = adata[mask].copy()
+    features_file = spec.get("features_file")
+    if features_file:
+        if not Path(features_file).exists():
+            raise DataError(f"dataset {name!r}: features_file {features_file} does not exist")
+        features = read_list(features_file)
+        missing = [f for f in features if f not in adata.var_names]
+        if missing:
+            raise DataError(
+                f"dataset {name!r}: {len(missing)} feature(s) of {features_file} are not in the data, "
+                f"e.g. {', '.join(missing[:5])}"
+            )
+        adata = adata[:, features].copy()
+    return adata
 
 
 def derive_columns(adata: ad.AnnData, derive: dict[str, dict], name: str = "dataset") -> None:
@@ -70,6 +134,7 @@ def select_matrix(adata: ad.AnnData, layer: str | None, name: str = "dataset") -
         obs=adata.obs.copy(),
         var=adata.var.copy(),
         obsm={k: v for k, v in adata.obsm.items() if k.startswith("X_true_")},
+        varm={k: v for k, v in adata.varm.items() if k.startswith("marker_genes-")},  # the authors' rankings
     )
     return out
 
@@ -154,8 +219,14 @@ def add_pseudo_perturbation(
 
 def load_dataset(spec: dict, name: str = "dataset", base_dir: str | Path = ".") -> tuple[ad.AnnData, list[str]]:
     """Read, derive columns, pick the matrix, keep control + chosen perturbations, and check."""
+    if isinstance(spec.get("source"), dict):
+        from perturbot.data.download import fetch_dataset
+
+        spec = {**spec, **fetch_dataset(spec, name=name)}
+        spec["source"] = spec.pop("path")
     raw = read_source(spec, name=name, base_dir=base_dir)
     derive_columns(raw, spec.get("derive_obs", {}), name)
+    raw = restrict(raw, spec, name)
     adata = select_matrix(raw, spec.get("layer"), name)
     pseudo = spec.get("pseudo_perturbation")
     if pseudo:
