@@ -5,7 +5,7 @@ import re
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from perturbot.data.catalog import resolve_catalog_entries
+from perturbot.data.catalog import apply_holdouts_files, resolve_catalog_entries
 from perturbot.data.io import DataError
 from perturbot.experiment import JOINT_ONLY
 from perturbot.models import get as get_model
@@ -23,6 +23,7 @@ try:
     resolve_catalog_entries(config, os.path.join(workflow.basedir, "resources", "datasets.yaml"))
     validate(config, schema="../schemas/config.schema.yaml")
     check_config(config)
+    apply_holdouts_files(config)  # a dataset's list of holdouts, once its archive has given it
 except (ConfigError, DataError) as err:
     raise WorkflowError(f"Invalid configuration: {err}") from None
 
