@@ -44,6 +44,8 @@ def stand_in(entry: dict, holdouts: list[str]) -> ad.AnnData:
     obs = pd.DataFrame({entry["condition_key"]: old.map(names).to_numpy()}, index=adata.obs_names)
     if entry["holdout_key"]:
         values = (holdouts or ["a"]) + ["other"]
+        if entry["holdout_key"] in entry.get("subset", {}):  # glioblastoma: cells of the kept patients only
+            values = list(entry["subset"][entry["holdout_key"]])
         obs[entry["holdout_key"]] = np.resize(values, adata.n_obs)
     return ad.AnnData(np.asarray(adata.X.todense() if hasattr(adata.X, "todense") else adata.X, dtype=np.float32), obs=obs, var=adata.var)
 
@@ -86,8 +88,11 @@ def test_every_paper_experiment_runs_scaled_down(tmp_path):
                 entry.get("holdouts", []),
             )
             path = tmp_path / f"{name}.h5ad"
-            stand_in(entry, [str(h) for h in holdouts][:1]).write_h5ad(path)
-            zf.write(path, entry["member"])
+            adata = stand_in(entry, [str(h) for h in holdouts][:1])
+            adata.write_h5ad(path)
+            zf.write(path, entry["member"] if isinstance(entry["member"], str) else entry["member"][0])
+            if entry.get("features_file"):
+                zf.writestr(entry["features_file"], "\n".join(adata.var_names))
     small = scaled_down(config, catalog)
     targets = [f"results/{exp}/metrics.csv" for exp in small["experiments"]]
     run_workflow(tmp_path, small, *targets, "--cores", "2", timeout=1500)
