@@ -13,6 +13,7 @@ import numpy as np
 import scanpy as sc
 from scipy import sparse
 
+from perturbot.markers import stored_markers
 from perturbot.splits import assign_splits, subsample_per_condition
 
 TARGET_SUM = 1e4
@@ -92,10 +93,14 @@ def prepare(
         normalize_log1p(adata)
         recipe.update(normalize_total=TARGET_SUM, log1p=True)
     markers: dict[str, list[str]] = {}
+    stored: dict[str, list[str]] = {}
     if modality in ("counts", "expression"):
         genes = training_hvgs(adata, n_hvg)
         adata = adata[:, genes].copy()
         markers = training_markers(adata, condition_key, control, perturbations, n_markers)
+        stored = stored_markers(adata, condition_key, perturbations, n_markers)  # the authors' ranking, if any
+    for key in list(adata.varm):
+        del adata.varm[key]
     if sparse.issparse(adata.X):
         adata.X = adata.X.toarray()
     adata.X = np.asarray(adata.X, dtype=np.float32)
@@ -109,6 +114,8 @@ def prepare(
         "holdout": holdout,
         "recipe": recipe,
         "markers": markers,
+        "stored_markers": stored,
+        "n_markers": n_markers,
     }
     if "pseudo_perturbation" in adata.uns:
         adata.uns["perturbot"]["pseudo_perturbation"] = adata.uns.pop("pseudo_perturbation")
