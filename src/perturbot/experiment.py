@@ -20,6 +20,7 @@ import pandas as pd
 from perturbot import models as registry
 from perturbot.config import ModelSpec
 from perturbot.latent import load_model
+from perturbot.markers import evaluation_features
 from perturbot.metrics import all_metrics, logfc_mae
 from perturbot.models.base import PerturbationModel, json_default
 from perturbot.training import set_threads
@@ -154,14 +155,20 @@ def predict_and_evaluate(
     truth = None
     if spec.model != "observed" and truth_key in inputs.obsm:
         truth = np.asarray(inputs.obsm[truth_key])
-    markers = info.get("markers", {}).get(perturbation)  # an array after the .h5ad round trip
-    mmd_columns = adata.var_names.get_indexer(list(markers)) if markers is not None and len(markers) else None
+    protocol = (evaluation or {}).get("markers", "training")
+    columns, every_metric = evaluation_features(adata, perturbation, protocol, x, target)
+    if every_metric and columns is not None:  # a paper's protocol: every metric on its marker genes
+        predicted_scored, target = predicted[:, columns], target[:, columns]
+        truth = None if truth is None else truth[:, columns]
+    else:
+        predicted_scored = predicted
+    mmd_columns = None if every_metric else columns
     key = {"experiment": experiment, "setting": info["setting"], "holdout": info["holdout"],
            "model": spec.label, "perturbation": perturbation, "seed": spec.seed}
     rows = []
     for n_cells, draw, pred_idx, target_idx in evaluation_draws(len(predicted), len(target), evaluation, spec.seed):
         values = all_metrics(
-            predicted[pred_idx], target[target_idx], None if truth is None else truth[pred_idx], mmd_features=mmd_columns
+            predicted_scored[pred_idx], target[target_idx], None if truth is None else truth[pred_idx], mmd_features=mmd_columns
         )
         pseudo = info.get("pseudo_perturbation")
         if pseudo and pseudo["name"] == perturbation:
