@@ -322,3 +322,158 @@ def test_a_catalog_dataset_downloads_and_loads(server, tmp_path, monkeypatch, ca
     assert found == perturbations and loaded.n_obs == kept
     assert list(loaded.var_names) == (["f3", "f1"] if spec.get("features_file") else ["f1", "f2", "f3"])
     assert (tmp_path / "resources" / "downloads" / spec["source"]["archive"]).exists()
+
+
+# Candidates, mirrors, the sha256 record, progress, companions and damaged files
+
+
+def test_tar_symlink_chains_are_refused_by_the_data_filter(server, tmp_path):
+    """a -> .., b -> a/.. and a file b/x: extracting b/x would write outside the folder."""
+    archive = make_tar({"b/x": CONTENT, MEMBER: CONTENT}, links={"a": "..", "b": "a/.."})
+    cache = tmp_path / "cache"
+    src = source(server, "/chain.tar.gz", archive, sha=sha256(archive), member="b/x")
+    with pytest.raises(DownloadError, match="outside the extraction folder"):
+        fetch(src, name="4i_8h", cache_dir=cache)
+    assert not (tmp_path / "x").exists() and not (cache / "cellot.zip.extracted").exists()
+
+
+def test_tar_special_files_are_refused(server, tmp_path):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        info = tarfile.TarInfo(MEMBER)
+        info.size = len(CONTENT)
+        tf.addfile(info, io.BytesIO(CONTENT))
+        device = tarfile.TarInfo("datasets/dev")
+        device.type = tarfile.CHRTYPE
+        tf.addfile(device)
+    src = source(server, "/dev.tar", buf.getvalue(), sha=sha256(buf.getvalue()))
+    with pytest.raises(DownloadError, match="datasets/dev"):
+        fetch(src, name="4i_8h", cache_dir=tmp_path)
+
+
+def test_the_first_present_candidate_member_is_used(server, tmp_path):
+    data = make_zip({"datasets/scrna-lupuspatients/kang-hvg.h5ad": CONTENT})
+    src = source(server, "/c.zip", data, sha=sha256(data))
+    src["member"] = ["datasets/scrna-lupuspatients/kang_new.h5ad", "datasets/scrna-lupuspatients/kang-hvg.h5ad"]
+    path = fetch(src, name="lupus", cache_dir=tmp_path)
+    assert path.name == "kang-hvg.h5ad" and path.read_bytes() == CONTENT
+
+
+def test_no_candidate_lists_the_dataset_folder_and_the_line_to_change(server, tmp_path):
+    data = make_zip({
+        "datasets/scrna-lupuspatients/kang-v3.h5ad": CONTENT,
+        "datasets/scrna-lupuspatients/sample_ids.txt": b"101\n",
+        "datasets/4i/8h.h5ad": CONTENT,
+    })
+    src = source(server, "/c.zip", data, sha=sha256(data))
+    src["member"] = ["datasets/scrna-lupuspatients/kang_new.h5ad", "datasets/scrna-lupuspatients/kang-hvg.h5ad"]
+    hint = "the member line of datasets.lupus_kang in resources/datasets.yaml"
+    with pytest.raises(DownloadError) as err:
+        fetch(src, name="lupus", cache_dir=tmp_path, member_hint=hint)
+    message = str(err.value)
+    assert "kang_new.h5ad" in message and "kang-hvg.h5ad" in message and hint in message
+    assert "datasets/scrna-lupuspatients/kang-v3.h5ad" in message and "sample_ids.txt" in message
+    assert "datasets/4i/8h.h5ad" not in message  # only the dataset's own folder
+
+
+def test_a_mirror_is_tried_when_the_address_fails(server, tmp_path):
+    data = make_zip({MEMBER: CONTENT})
+    server.files["/page"] = b"<!DOCTYPE html><html>record page</html>"
+    server.files["/mirror.zip"] = data
+    src = {"url": server.url + "/page", "mirrors": [server.url + "/gone", server.url + "/mirror.zip"],
+           "sha256": sha256(data), "member": MEMBER, "archive": "cellot.zip"}
+    assert fetch(src, name="4i_8h", cache_dir=tmp_path).read_bytes() == CONTENT
+    assert server.requests == ["/page", "/gone", "/mirror.zip"]
+
+
+def test_every_address_failing_reports_each(server, tmp_path):
+    src = {"url": server.url + "/a", "mirrors": [server.url + "/b"], "sha256": None, "member": MEMBER,
+           "archive": "cellot.zip"}
+    with pytest.raises(DownloadError) as err:
+        fetch(src, name="4i_8h", cache_dir=tmp_path)
+    assert "(1)" in str(err.value) and "/a" in str(err.value) and "(2)" in str(err.value) and "/b" in str(err.value)
+    assert files_in(tmp_path) == []
+
+
+def test_the_first_download_records_its_sha256_and_later_runs_check_it(server, tmp_path):
+    data = make_zip({MEMBER: CONTENT})
+    src = source(server, "/cellot.zip", data, sha=None)
+    with pytest.warns(UnverifiedDownloadWarning):
+        fetch(src, name="4i_8h", cache_dir=tmp_path)
+    assert (tmp_path / "cellot.zip.sha256").read_text() == f"{sha256(data)}  cellot.zip\n"
+    other = make_zip({MEMBER: b"another version"})
+    (tmp_path / "cellot.zip").write_bytes(other)
+    with pytest.raises(DownloadError) as err:
+        fetch(src, name="4i_8h", cache_dir=tmp_path)
+    assert sha256(data) in str(err.value) and sha256(other) in str(err.value) and "cellot.zip.sha256" in str(err.value)
+
+
+def test_progress_is_logged_with_bytes_rate_and_time_left(server, tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(download, "PROGRESS_EVERY_S", 0.0)
+    monkeypatch.setattr(download, "CHUNK_BYTES", 4096)
+    data = make_zip({MEMBER: CONTENT * 20})
+    src = source(server, "/cellot.zip", data, sha=sha256(data))
+    with caplog.at_level("INFO", logger="perturbot.data.download"):
+        fetch(src, name="4i_8h", cache_dir=tmp_path)
+    lines = [r.getMessage() for r in caplog.records]
+    assert any("%)" in m and "/s" in m and "left" in m and " of " in m for m in lines), lines
+    assert any(m.startswith("dataset '4i_8h': downloaded") for m in lines)
+
+
+def test_companion_files_come_from_the_same_archive(server, tmp_path):
+    from perturbot.data.download import fetch_dataset
+
+    data = make_zip({MEMBER: CONTENT, "datasets/4i/features.txt": b"f1\nf2\n"})
+    src = source(server, "/cellot.zip", data, sha=sha256(data))
+    spec = {"source": src, "features_file": "datasets/4i/features.txt", "holdouts_file": "datasets/4i/ids.txt"}
+    files = fetch_dataset(spec, name="4i_8h", cache_dir=tmp_path)
+    assert Path(files["features_file"]).read_bytes() == b"f1\nf2\n" and files["holdouts_file"] is None
+    assert Path(files["path"]).read_bytes() == CONTENT and server.requests == ["/cellot.zip"]
+    with pytest.raises(DownloadError, match="features_file"):
+        fetch_dataset({**spec, "features_file": "datasets/4i/nope.txt"}, name="4i_8h", cache_dir=tmp_path)
+
+
+@pytest.mark.parametrize("cut", [0.5, 0.0])
+def test_a_damaged_h5ad_member_is_one_line_naming_the_file_and_the_fix(server, tmp_path, monkeypatch, cut):
+    import anndata as ad
+    import numpy as np
+
+    from perturbot.data.io import load_dataset
+
+    ad.AnnData(np.ones((4, 2), dtype=np.float32)).write_h5ad(tmp_path / "ok.h5ad")
+    whole = (tmp_path / "ok.h5ad").read_bytes()
+    data = make_zip({MEMBER: whole[: int(len(whole) * cut)]})
+    src = source(server, "/cellot.zip", data, sha=sha256(data))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DataError) as err:
+        load_dataset({"source": src, "modality": "features"}, name="4i_8h")
+    message = str(err.value)
+    assert "\n" not in message and MEMBER.split("/")[-1] in message
+    assert "cellot.zip.extracted" in message and "delete" in message
+
+
+def test_a_damaged_local_h5ad_names_the_file(tmp_path):
+    from perturbot.data.io import load_dataset
+
+    (tmp_path / "cells.h5ad").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 100)
+    with pytest.raises(DataError, match=r"cells\.h5ad is not a readable \.h5ad file.*replace it"):
+        load_dataset({"source": "cells.h5ad", "modality": "features"}, name="mine", base_dir=tmp_path)
+
+
+def test_holdouts_come_from_the_archive_list_once_it_is_there(tmp_path):
+    import json
+
+    from perturbot.data.catalog import apply_holdouts_files
+
+    config = {
+        "datasets": {"lupus": {"source": {"url": "u"}, "holdouts_file": "datasets/x/sample_ids.txt"}},
+        "experiments": {"oos": {"dataset": "lupus", "setting": "oos", "holdouts": ["101"]},
+                        "iid": {"dataset": "lupus", "setting": "iid", "holdouts": []}},
+    }
+    apply_holdouts_files(config, tmp_path)
+    assert config["experiments"]["oos"]["holdouts"] == ["101"]  # not downloaded yet: the config's list
+    (tmp_path / "ids.txt").write_text("101\n1015\n107\n")
+    (tmp_path / "lupus.verified.json").write_text(json.dumps({"holdouts_file": str(tmp_path / "ids.txt")}))
+    apply_holdouts_files(config, tmp_path)
+    assert config["experiments"]["oos"]["holdouts"] == ["101", "1015", "107"]
+    assert config["experiments"]["iid"]["holdouts"] == []
