@@ -1,16 +1,26 @@
 """Conventions shared by every neural model's training loop.
 
 Device choice, seeding, the validation subset carved from the training cells,
-resumable checkpoints (weights, optimiser and random-number states) and the
-loss/validation history. Solvers (``perturbot.models.*``) call these helpers so
+resumable checkpoints (weights, optimiser and random-number states), the
+loss/validation history, and :class:`Progress`: one log line per evaluation,
+the live ``history.csv``, patience, and a clean stop on SIGTERM/SIGINT. Solvers (``perturbot.models.*``) call these helpers so
 that every model trains, logs and resumes the same way.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import signal
+import socket
+import sys
+import threading
+import time
 import warnings
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -163,3 +173,278 @@ def optimizer_to(optimizer: torch.optim.Optimizer, device: torch.device) -> None
         for key, value in state.items():
             if torch.is_tensor(value) and key != "step":
                 state[key] = value.to(device)
+
+
+# ------------------------------------------------------------------ progress
+#: Where the job's live history goes: set by :func:`live_history` around ``fit``.
+_LIVE: ContextVar["LiveHistory | None"] = ContextVar("perturbot_live_history", default=None)
+#: Name of the status file written beside a live ``history.csv``.
+PROGRESS_FILE = "progress.json"
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Replace ``path`` by ``text`` in one step, so a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+@dataclass
+class LiveHistory:
+    """A running job's ``history.csv`` and its ``progress.json``, both rewritten atomically."""
+
+    path: Path
+    label: str = ""
+
+    @property
+    def status_path(self) -> Path:
+        return self.path.with_name(PROGRESS_FILE)
+
+    def write_history(self, rows: list[dict[str, Any]]) -> None:
+        import pandas as pd
+
+        write_atomic(self.path, pd.DataFrame(rows).to_csv(index=False))
+
+    def write_status(self, status: str, **values: Any) -> None:
+        previous: dict[str, Any] = {}
+        if status != "running" and self.status_path.exists():
+            try:
+                previous = json.loads(self.status_path.read_text())
+            except (OSError, ValueError):
+                previous = {}
+        record = {**previous, **values, "label": self.label, "status": status, "pid": os.getpid(),
+                  "host": socket.gethostname(), "updated": time.time()}
+        write_atomic(self.status_path, json.dumps(record, indent=1, default=float))
+
+
+@contextmanager
+def live_history(path: str | Path | None, label: str = "") -> Iterator[LiveHistory | None]:
+    """Within this block, training loops write their history to ``path`` at every evaluation.
+
+    ``progress.json`` beside it says how far the job is (read by ``perturbot
+    progress``); on leaving the block it records ``done``, ``interrupted``
+    (SIGTERM/SIGINT, checkpoint saved) or ``failed``.
+    """
+    if path is None:
+        yield None
+        return
+    live = LiveHistory(Path(path), label)
+    live.write_status("starting")
+    token = _LIVE.set(live)
+    try:
+        yield live
+    except TrainingInterrupted:
+        live.write_status("interrupted")
+        raise
+    except BaseException:
+        live.write_status("failed")
+        raise
+    else:
+        live.write_status("done")
+    finally:
+        _LIVE.reset(token)
+
+
+class TrainingInterrupted(SystemExit):
+    """SIGTERM or SIGINT arrived; the checkpoint is saved. Exits with status 128 + signal number."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(128 + int(signum))
+        self.signum = int(signum)
+
+
+def _duration(seconds: float) -> str:
+    if not np.isfinite(seconds):
+        return "?"
+    seconds = int(round(seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}h{m:02d}m" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
+
+
+class Progress:
+    """Reports and guards one training loop; a model needs a few lines to use it.
+
+    * one log line per evaluation (iteration/total, elapsed, it/s, time left,
+      losses, validation score, best so far and when), a tqdm bar on a terminal;
+    * the history, appended and rewritten atomically to the live ``history.csv``
+      (see :func:`live_history`);
+    * patience: :attr:`converged` once every score has gone ``patience``
+      evaluations without improving (``None``: run the full budget);
+    * SIGTERM/SIGINT: the next iteration calls ``on_stop(last completed
+      iteration)`` (save the checkpoint there) and raises :class:`TrainingInterrupted`.
+
+    Use::
+
+        with Progress("cae", n_iters, patience=patience, history=history) as progress:
+            progress.load_state_dict(state["progress"])          # when resuming
+            for it in progress.iterations(start, n_iters, on_stop=lambda last: ckpt.save(state_at(last))):
+                ...
+                if it % eval_every == 0 or it == n_iters:
+                    improved = progress.record(it, rows, score=[val_loss], losses={"loss": loss})
+                    if progress.converged:
+                        break
+
+    and ``"progress": progress.state_dict()`` in the checkpoint.
+    """
+
+    def __init__(
+        self,
+        what: str,
+        total: int,
+        *,
+        history: History | None = None,
+        patience: int | None = None,
+        score_name: str = "val_loss",
+        higher_is_better: bool = False,
+        offset: int = 0,
+        total_shown: int | None = None,
+    ) -> None:
+        if patience is not None and int(patience) < 1:
+            raise ValueError(f"patience must be None or >= 1 evaluations, got {patience!r}")
+        self.what = what
+        self.total = int(total)
+        self.history = history if history is not None else History()
+        self.patience = None if patience is None else int(patience)
+        self.score_name = score_name
+        self.sign = -1.0 if higher_is_better else 1.0
+        self.offset = int(offset)  # shown iteration = offset + loop iteration (later stages of a model)
+        self.total_shown = int(total_shown) if total_shown is not None else self.total + self.offset
+        self.best: list[float] = []
+        self.best_iteration: list[int] = []
+        self.stalled: list[int] = []
+        self.elapsed_before = 0.0
+        self.live = _LIVE.get()
+        self.signal: int | None = None
+        self._previous: dict[int, Any] = {}
+        self._bar = None
+        self._t0 = time.perf_counter()
+        self._it0 = 0
+
+    # ------------------------------------------------------------ context
+    def __enter__(self) -> "Progress":
+        self._t0 = time.perf_counter()
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                self._previous[signum] = signal.signal(signum, self._on_signal)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        if self.signal is not None:  # a second signal: stop at once, as without this handler
+            signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))
+            signal.raise_signal(signum)
+            return
+        self.signal = signum
+        log.warning("%s: received %s, saving the checkpoint and stopping", self.what, signal.Signals(signum).name)
+
+    # --------------------------------------------------------------- loop
+    def iterations(self, start: int, stop: int, on_stop: Callable[[int], None] | None = None) -> Iterator[int]:
+        """Iterations ``start + 1 .. stop``; stops cleanly on SIGTERM/SIGINT (see class docstring)."""
+        self._it0, self._t0 = int(start), time.perf_counter()
+        if sys.stderr.isatty() and self._bar is None:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=self.total_shown, initial=self.offset + start, desc=self.what,
+                             mininterval=1.0, leave=False, dynamic_ncols=True)
+        for it in range(int(start) + 1, int(stop) + 1):
+            if self.signal is not None:
+                if on_stop is not None:
+                    on_stop(it - 1)
+                log.warning("%s: stopped at iteration %d of %d%s", self.what, self.offset + it - 1, self.total_shown,
+                            "; the checkpoint resumes from there" if on_stop is not None else "")
+                raise TrainingInterrupted(self.signal)
+            yield it
+            if self._bar is not None:
+                self._bar.update(1)
+
+    def record(
+        self,
+        iteration: int,
+        rows: list[dict[str, Any]],
+        score: Sequence[float] | np.ndarray | float,
+        losses: dict[str, float] | None = None,
+    ) -> np.ndarray:
+        """Log ``rows`` into the history, update best/patience with ``score`` (one per perturbation),
+        write the live files and the log line; returns which scores improved."""
+        for row in rows:
+            self.history.log(**row)
+        values = np.atleast_1d(np.asarray(score, dtype=float))
+        if not self.best:
+            self.best = [float("inf") * self.sign] * len(values)
+            self.best_iteration = [0] * len(values)
+            self.stalled = [0] * len(values)
+        improved = np.zeros(len(values), dtype=bool)
+        for p, v in enumerate(values):
+            if not np.isfinite(v):  # no validation cells: nothing to judge, never stops early
+                continue
+            if self.sign * v < self.sign * self.best[p]:
+                self.best[p], self.best_iteration[p], self.stalled[p] = float(v), self.offset + iteration, 0
+                improved[p] = True
+            else:
+                self.stalled[p] += 1
+        self._report(iteration, values, losses or {})
+        return improved
+
+    @property
+    def converged(self) -> bool:
+        """Every score has gone ``patience`` evaluations without improving (never without patience)."""
+        return self.patience is not None and bool(self.stalled) and min(self.stalled) >= self.patience
+
+    # ------------------------------------------------------------ reporting
+    def _report(self, iteration: int, values: np.ndarray, losses: dict[str, float]) -> None:
+        now = time.perf_counter()
+        done = self.offset + iteration
+        rate = (iteration - self._it0) / max(now - self._t0, 1e-9)
+        eta = (self.total_shown - done) / rate if rate > 0 else float("inf")
+        elapsed = self.elapsed_before + now - self._t0
+        finite = values[np.isfinite(values)]
+        best = np.asarray([b for b in self.best if np.isfinite(b)])
+        current = float(finite.mean()) if len(finite) else float("nan")
+        best_mean = float(best.mean()) if len(best) else float("nan")
+        many = f" (mean of {len(values)})" if len(values) > 1 else ""
+        parts = [
+            f"{self.what} {done}/{self.total_shown} ({100 * done / max(self.total_shown, 1):.1f}%)",
+            f"{_duration(elapsed)} elapsed, {rate:.1f} it/s, {_duration(eta)} left",
+            *(f"{k} {v:.4g}" for k, v in losses.items()),
+            f"{self.score_name} {current:.4g}{many}, best {best_mean:.4g} at {max(self.best_iteration)}",
+        ]
+        if self.patience is not None:
+            parts.append(f"no gain for {min(self.stalled)}/{self.patience} evaluations")
+        message = " | ".join(parts)
+        if self._bar is not None:
+            from tqdm.contrib.logging import logging_redirect_tqdm
+
+            with logging_redirect_tqdm():
+                log.info(message)
+        else:
+            log.info(message)
+        if self.live is not None:
+            self.live.write_history(self.history.rows)
+            self.live.write_status(
+                "running", what=self.what, iteration=done, total=self.total_shown, elapsed_s=elapsed,
+                it_per_s=rate, eta_s=eta if np.isfinite(eta) else None, score_name=self.score_name,
+                score=current, best=best_mean, best_iteration=max(self.best_iteration),
+            )
+
+    # ----------------------------------------------------------- checkpoint
+    def state_dict(self) -> dict[str, Any]:
+        """Best scores, stall counts and elapsed time, for the checkpoint (plain values only)."""
+        return {"best": list(self.best), "best_iteration": list(self.best_iteration), "stalled": list(self.stalled),
+                "elapsed": self.elapsed_before + time.perf_counter() - self._t0}
+
+    def load_state_dict(self, state: dict[str, Any] | None) -> None:
+        if not state:
+            return
+        self.best = [float(v) for v in state["best"]]
+        self.best_iteration = [int(v) for v in state["best_iteration"]]
+        self.stalled = [int(v) for v in state["stalled"]]
+        self.elapsed_before = float(state["elapsed"])

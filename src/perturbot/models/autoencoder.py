@@ -21,7 +21,7 @@ from perturbot.models.base import PerturbationModel, as_float_array
 from perturbot.nn.autoencoder import MLPAutoencoder
 from perturbot.training import (
     Checkpoint,
-    History,
+    Progress,
     carve_validation,
     generator_state,
     make_generator,
@@ -89,6 +89,7 @@ class ReconstructionModel(PerturbationModel):
         eval_every: int = 2_500,
         checkpoint_every: int = 1_000,
         val_cells: int = 2_000,
+        patience: int | None = None,
         seed: int = 0,
         device: str = "auto",
     ) -> None:
@@ -103,6 +104,7 @@ class ReconstructionModel(PerturbationModel):
         self.eval_every = eval_every
         self.checkpoint_every = checkpoint_every
         self.val_cells = val_cells
+        self.patience = patience
         self.seed = seed
         self.device = device
 
@@ -140,10 +142,10 @@ class ReconstructionModel(PerturbationModel):
         val_x, val_l = xs[val_idx], ls[val_idx]
         sampler = BalancedSampler(train_l)
 
-        history = History()
         ckpt = Checkpoint(checkpoint, self.checkpoint_every)
-        start, best_loss, best_state, n_running = 0, float("inf"), None, 0
+        start, best_state, n_running = 0, None, 0
         running = torch.zeros((), device=device)  # summed on device: no sync per step
+        progress = Progress(self.name, self.n_iters, patience=self.patience, score_name="val_loss")
         state = ckpt.load()
         if state is not None:
             net.load_state_dict(state["net"])
@@ -152,59 +154,59 @@ class ReconstructionModel(PerturbationModel):
             if scheduler is not None:
                 scheduler.load_state_dict(state["scheduler"])
             restore_generator(generator, state["generator"])
-            start, best_loss = state["iteration"], state["best_loss"]
-            best_state = state["best_net"]
+            start, best_state = state["iteration"], state["best_net"]
             running, n_running = state["running"].to(device), state["n_running"]
-            history.rows = state["history"]
+            progress.history.rows = state["history"]
+            progress.load_state_dict(state["progress"])
+
+        def snapshot(iteration: int) -> dict[str, Any]:
+            return {
+                "net": net.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict() if scheduler is not None else {},
+                "generator": generator_state(generator),
+                "iteration": iteration,
+                "best_net": best_state,
+                "running": running,
+                "n_running": n_running,
+                "history": progress.history.rows,
+                "progress": progress.state_dict(),
+            }
 
         net.train()
-        for it in range(start + 1, self.n_iters + 1):
-            idx = sampler.sample(self.batch_size, generator)
-            xb = train_x[idx]
-            recon = net(xb, self._condition(train_l[idx]))
-            loss = torch.mean((recon - xb) ** 2)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if scheduler is not None:
-                scheduler.step()
-            running += loss.detach()
-            n_running += 1
+        with progress:
+            for it in progress.iterations(start, self.n_iters, on_stop=lambda last: ckpt.save(snapshot(last))):
+                idx = sampler.sample(self.batch_size, generator)
+                xb = train_x[idx]
+                recon = net(xb, self._condition(train_l[idx]))
+                loss = torch.mean((recon - xb) ** 2)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                if scheduler is not None:
+                    scheduler.step()
+                running += loss.detach()
+                n_running += 1
 
-            if it % self.eval_every == 0 or it == self.n_iters:
-                val_loss = self._validation_loss(net, val_x, val_l)
-                history.log(
-                    iteration=it,
-                    loss=float(running) / n_running,
-                    val_loss=val_loss,
-                    lr=optimizer.param_groups[0]["lr"],
-                )
-                running, n_running = torch.zeros((), device=device), 0
-                if val_loss < best_loss:
-                    best_loss = val_loss
-                    best_state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
-            if ckpt.due(it) and it < self.n_iters:
-                ckpt.save(
-                    {
-                        "net": net.state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict() if scheduler is not None else {},
-                        "generator": generator_state(generator),
-                        "iteration": it,
-                        "best_loss": best_loss,
-                        "best_net": best_state,
-                        "running": running,
-                        "n_running": n_running,
-                        "history": history.rows,
-                    }
-                )
+                if it % self.eval_every == 0 or it == self.n_iters:
+                    val_loss = self._validation_loss(net, val_x, val_l)
+                    train_loss = float(running) / n_running
+                    row = {"iteration": it, "loss": train_loss, "val_loss": val_loss, "lr": optimizer.param_groups[0]["lr"]}
+                    improved = progress.record(it, [row], score=val_loss, losses={"loss": train_loss})
+                    running, n_running = torch.zeros((), device=device), 0
+                    if improved[0]:
+                        best_state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+                    if progress.converged:
+                        break
+                if ckpt.due(it) and it < self.n_iters:
+                    ckpt.save(snapshot(it))
 
         if best_state is not None:  # no validation cells: keep the final weights
             net.load_state_dict(best_state)
         net.set_generator(None)
         net.eval()
         self.net_ = net
-        self.history_ = history.to_frame()
+        self.history_ = progress.history.to_frame()
         ckpt.clear()
 
     def _build_net(self) -> MLPAutoencoder:

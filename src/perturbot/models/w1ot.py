@@ -60,6 +60,7 @@ class W1OT(PerturbationModel):
         clip_nonnegative: bool = False,
         val_size: int = 500,
         eval_every: int = 250,
+        patience: int | None = None,
         checkpoint_every: int = 1000,
         seed: int = 0,
         device: str = "auto",
@@ -81,6 +82,7 @@ class W1OT(PerturbationModel):
         self.clip_nonnegative = clip_nonnegative
         self.val_size = val_size
         self.eval_every = eval_every
+        self.patience = patience
         self.checkpoint_every = checkpoint_every
         self.seed = seed
         self.device = device
@@ -143,7 +145,7 @@ class W1OT(PerturbationModel):
             w1_val = self._validation_w1(phi, data)
             step_state = state
         else:
-            w1_val = self._fit_potential(phi, data, n_pot, gen, history, ckpt, state, names)
+            w1_val = self._fit_potential(phi, data, n_pot, gen, history, ckpt, state, names, n_step)
             step_state = None
         middle, middle_cpu = time.perf_counter(), time.process_time()
         val_mmd = self._fit_step(phi, eta, disc, data, n_pot, n_step, gen, history, ckpt, step_state, names)
@@ -173,6 +175,7 @@ class W1OT(PerturbationModel):
         ckpt: training.Checkpoint,
         state: dict[str, Any] | None,
         names: list[str],
+        n_step: int = 0,
     ) -> list[float]:
         """Stage 1: Adam (betas 0.5, 0.5) with cosine annealing on -(E phi(x) - E phi(y))."""
         # fused Adam: one kernel for all parameters, 3-4x cheaper per step on CPU than the default loop
@@ -182,6 +185,10 @@ class W1OT(PerturbationModel):
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(
             opt, T_max=max(n_iters, 1), eta_min=self.lr_potential_min
         )
+        progress = training.Progress(
+            "w1ot potential", n_iters, history=history, patience=self.patience, score_name="val_w1",
+            higher_is_better=True, total_shown=n_iters + n_step,
+        )
         start = 0
         if state is not None:
             phi.load_state_dict(state["potential"])
@@ -189,29 +196,39 @@ class W1OT(PerturbationModel):
             training.optimizer_to(opt, self.device_)
             sched.load_state_dict(state["scheduler"])
             start = int(state["iteration"])
+            progress.load_state_dict(state.get("progress"))
+
+        def snapshot(iteration: int) -> dict[str, Any]:
+            return {
+                "stage": "potential", "iteration": iteration, "potential": phi.state_dict(),
+                "opt_potential": opt.state_dict(), "scheduler": sched.state_dict(),
+                "generator": training.generator_state(gen), "history": history.rows,
+                "progress": progress.state_dict(),
+            }
+
         phi.train()
         b = self.batch_size
-        for it in range(start + 1, n_iters + 1):
-            x = torch.cat([data.sample_source(b, gen), data.sample_target(b, gen)], dim=1)
-            out = phi(x)
-            gap = out[:, :b].mean(1) - out[:, b:].mean(1)
-            opt.zero_grad(set_to_none=True)
-            (-gap.sum()).backward()
-            opt.step()
-            sched.step()
-            if it % self.eval_every == 0 or it == n_iters:
-                phi.eval()
-                w1 = self._validation_w1(phi, data)
-                phi.train()
-                for p, name in enumerate(names):
-                    history.log(stage="potential", iteration=it, perturbation=name,
-                                loss_potential=-float(gap[p].detach()), val_w1=w1[p])
-            if ckpt.due(it):
-                ckpt.save({
-                    "stage": "potential", "iteration": it, "potential": phi.state_dict(),
-                    "opt_potential": opt.state_dict(), "scheduler": sched.state_dict(),
-                    "generator": training.generator_state(gen), "history": history.rows,
-                })
+        with progress:
+            for it in progress.iterations(start, n_iters, on_stop=lambda last: ckpt.save(snapshot(last))):
+                x = torch.cat([data.sample_source(b, gen), data.sample_target(b, gen)], dim=1)
+                out = phi(x)
+                gap = out[:, :b].mean(1) - out[:, b:].mean(1)
+                opt.zero_grad(set_to_none=True)
+                (-gap.sum()).backward()
+                opt.step()
+                sched.step()
+                if it % self.eval_every == 0 or it == n_iters:
+                    phi.eval()
+                    w1 = self._validation_w1(phi, data)
+                    phi.train()
+                    loss = [-float(v) for v in gap.detach()]
+                    rows = [{"stage": "potential", "iteration": it, "perturbation": name,
+                             "loss_potential": loss[p], "val_w1": w1[p]} for p, name in enumerate(names)]
+                    progress.record(it, rows, score=w1, losses={"loss_potential": float(np.mean(loss))})
+                    if progress.converged:
+                        break
+                if ckpt.due(it):
+                    ckpt.save(snapshot(it))
         phi.eval()
         return self._validation_w1(phi, data)
 
@@ -238,6 +255,9 @@ class W1OT(PerturbationModel):
         n_models = len(names)
         best_mmd = torch.full((n_models,), float("inf"))
         best = {k: v.detach().clone() for k, v in eta.state_dict().items()}
+        progress = training.Progress(
+            "w1ot step", n_iters, history=history, patience=self.patience, score_name="val_mmd", offset=n_pot,
+        )
         start = 0
         if state is not None:
             for module, key in ((eta, "step"), (disc, "discriminator")):
@@ -248,47 +268,59 @@ class W1OT(PerturbationModel):
             best_mmd = state["best_mmd"].clone()
             best = {k: v.to(self.device_) for k, v in state["best_step"].items()}
             start = int(state["iteration"])
+            progress.load_state_dict(state.get("progress"))
+
+        def snapshot(iteration: int) -> dict[str, Any]:
+            return {
+                "stage": "step", "iteration": iteration, "potential": phi.state_dict(),
+                "step": eta.state_dict(), "discriminator": disc.state_dict(),
+                "opt_step": opt_eta.state_dict(), "opt_discriminator": opt_disc.state_dict(),
+                "best_step": best, "best_mmd": best_mmd,
+                "generator": training.generator_state(gen), "history": history.rows,
+                "progress": progress.state_dict(),
+            }
+
         eta.train()
         disc.train()
         b = self.batch_size
         eta_params = list(eta.parameters())
-        for it in range(start + 1, n_iters + 1):
-            idx = data.source_index(b, gen)
-            x = data.source[idx]
-            y = data.sample_target(b, gen)
-            mapped = self._move(x, dir_train[data.model_index, idx], eta)
-            logits = disc(torch.cat([y, mapped.detach()], dim=1)).squeeze(-1)
-            # -log D(y) - log(1 - D(T(x))) with D = sigmoid(logits)
-            loss_disc = F.softplus(-logits[:, :b]).mean(1) + F.softplus(logits[:, b:]).mean(1)
-            opt_disc.zero_grad(set_to_none=True)
-            loss_disc.sum().backward()
-            opt_disc.step()
-            # non-saturating generator loss -log D(T(x))
-            loss_eta = F.softplus(-disc(mapped).squeeze(-1)).mean(1)
-            opt_eta.zero_grad(set_to_none=True)
-            loss_eta.sum().backward(inputs=eta_params)
-            opt_eta.step()
-            if it % self.eval_every == 0 or it == n_iters:
-                mmd = self._validation_mmd(eta, data, dir_val)
-                improved = mmd < best_mmd
-                if improved.any():
-                    mask = improved.to(self.device_)
-                    for k, v in eta.state_dict().items():
-                        keep = mask.view(-1, *([1] * (v.dim() - 1)))
-                        best[k] = torch.where(keep, v.detach(), best[k])
-                    best_mmd = torch.where(improved, mmd, best_mmd)
-                for p, name in enumerate(names):
-                    history.log(stage="step", iteration=n_pot + it, perturbation=name,
-                                loss_discriminator=float(loss_disc[p].detach()),
-                                loss_step=float(loss_eta[p].detach()), val_mmd=float(mmd[p]))
-            if ckpt.due(it):
-                ckpt.save({
-                    "stage": "step", "iteration": it, "potential": phi.state_dict(),
-                    "step": eta.state_dict(), "discriminator": disc.state_dict(),
-                    "opt_step": opt_eta.state_dict(), "opt_discriminator": opt_disc.state_dict(),
-                    "best_step": best, "best_mmd": best_mmd,
-                    "generator": training.generator_state(gen), "history": history.rows,
-                })
+        with progress:
+            for it in progress.iterations(start, n_iters, on_stop=lambda last: ckpt.save(snapshot(last))):
+                idx = data.source_index(b, gen)
+                x = data.source[idx]
+                y = data.sample_target(b, gen)
+                mapped = self._move(x, dir_train[data.model_index, idx], eta)
+                logits = disc(torch.cat([y, mapped.detach()], dim=1)).squeeze(-1)
+                # -log D(y) - log(1 - D(T(x))) with D = sigmoid(logits)
+                loss_disc = F.softplus(-logits[:, :b]).mean(1) + F.softplus(logits[:, b:]).mean(1)
+                opt_disc.zero_grad(set_to_none=True)
+                loss_disc.sum().backward()
+                opt_disc.step()
+                # non-saturating generator loss -log D(T(x))
+                loss_eta = F.softplus(-disc(mapped).squeeze(-1)).mean(1)
+                opt_eta.zero_grad(set_to_none=True)
+                loss_eta.sum().backward(inputs=eta_params)
+                opt_eta.step()
+                if it % self.eval_every == 0 or it == n_iters:
+                    mmd = self._validation_mmd(eta, data, dir_val)
+                    l_disc, l_eta = loss_disc.detach().cpu().tolist(), loss_eta.detach().cpu().tolist()
+                    rows = [{"stage": "step", "iteration": n_pot + it, "perturbation": name,
+                             "loss_discriminator": l_disc[p], "loss_step": l_eta[p], "val_mmd": float(mmd[p])}
+                            for p, name in enumerate(names)]
+                    improved = torch.from_numpy(progress.record(
+                        it, rows, score=mmd.numpy(),
+                        losses={"loss_discriminator": float(np.mean(l_disc)), "loss_step": float(np.mean(l_eta))},
+                    ))
+                    if improved.any():
+                        mask = improved.to(self.device_)
+                        for k, v in eta.state_dict().items():
+                            keep = mask.view(-1, *([1] * (v.dim() - 1)))
+                            best[k] = torch.where(keep, v.detach(), best[k])
+                        best_mmd = torch.where(improved, mmd, best_mmd)
+                    if progress.converged:
+                        break
+                if ckpt.due(it):
+                    ckpt.save(snapshot(it))
         # perturbations without a finite validation MMD (no validation cells) keep the last eta
         found = torch.isfinite(best_mmd).to(self.device_)
         with torch.no_grad():
