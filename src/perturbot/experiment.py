@@ -23,7 +23,7 @@ from perturbot.latent import load_model
 from perturbot.markers import evaluation_features
 from perturbot.metrics import all_metrics, logfc_mae
 from perturbot.models.base import PerturbationModel, json_default
-from perturbot.training import set_threads
+from perturbot.training import live_history, set_threads
 
 #: Models that always learn every perturbation at once (the cAE's condition labels).
 JOINT_ONLY = {"cae"}
@@ -93,14 +93,15 @@ def train(
     source = training_source(adata)
     model = build_model(spec, autoencoder_dir)
     fit_kwargs: dict[str, Any] = {"checkpoint": checkpoint} if checkpoint else {}
-    if spec.model == "observed":
-        # the lower bound: real perturbed cells the evaluation never sees
-        model.fit(source, observed_reference(adata, perturbations[0]))
-    elif len(perturbations) > 1 or spec.model in JOINT_ONLY:
-        model.fit_many(source, {p: training_target(adata, p) for p in perturbations}, **fit_kwargs)
-    else:
-        model.fit(source, training_target(adata, perturbations[0]), **fit_kwargs)
     out_dir = Path(out_dir)
+    with live_history(out_dir / "history.csv", label=str(out_dir)):
+        if spec.model == "observed":
+            # the lower bound: real perturbed cells the evaluation never sees
+            model.fit(source, observed_reference(adata, perturbations[0]))
+        elif len(perturbations) > 1 or spec.model in JOINT_ONLY:
+            model.fit_many(source, {p: training_target(adata, p) for p in perturbations}, **fit_kwargs)
+        else:
+            model.fit(source, training_target(adata, perturbations[0]), **fit_kwargs)
     model.save(out_dir)
     write_history(model, out_dir / "history.csv")
     (out_dir / "preprocessing.json").write_text(json.dumps(_info(adata)["recipe"], indent=1, default=json_default))
@@ -236,8 +237,9 @@ def train_autoencoder(
     preset = AutoEncoder.PRESETS.get(info["recipe"]["modality"], {})
     model = AutoEncoder(**{**preset, **(params or {}), "seed": seed, "device": device})
     labels = train_cells.obs[info["condition_key"]].astype(str).to_numpy()
-    model.fit(np.asarray(train_cells.X), labels=labels, **({"checkpoint": checkpoint} if checkpoint else {}))
     out_dir = Path(out_dir)
+    with live_history(out_dir / "history.csv", label=str(out_dir)):
+        model.fit(np.asarray(train_cells.X), labels=labels, **({"checkpoint": checkpoint} if checkpoint else {}))
     model.save(out_dir)
     write_history(model, out_dir / "history.csv")
     return model
