@@ -42,7 +42,7 @@ rule download_archive:
         archive="|".join(map(re.escape, ARCHIVES)) if ARCHIVES else "^$",
     localrule: True
     conda:
-        "../../envs/analysis.yaml"
+        "../../envs/data.yaml"
     script:
         "../scripts/download_archive.py"
 
@@ -62,7 +62,7 @@ rule download_dataset:
         dataset="|".join(map(re.escape, downloaded_datasets())) or "^$",
     localrule: True
     conda:
-        "../../envs/analysis.yaml"
+        "../../envs/data.yaml"
     script:
         "../scripts/download_dataset.py"
 
@@ -87,6 +87,6 @@ checkpoint prepare_data:
     resources:
         mem_mb=4000,
     conda:
-        "../../envs/analysis.yaml"
+        "../../envs/data.yaml"
     script:
         "../scripts/prepare_data.py"
