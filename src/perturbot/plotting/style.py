@@ -37,6 +37,7 @@ DISPLAY_NAMES = {
     "cae": "cAE",
     "cellot": "CellOT",
     "w1ot": "W1-OT",
+    "otfm": "OT-FM",
 }
 MODEL_COLORS = {
     "identity": "#9e9e9e",
@@ -45,12 +46,13 @@ MODEL_COLORS = {
     "cae": "#cc79a7",
     "cellot": "#0072b2",
     "w1ot": "#d55e00",
+    "otfm": "#56b4e9",
     "control": "#bdbdbd",
     "perturbed": "#000000",
     "truth": "#009e73",
 }
 #: Registry names of the optimal-transport models (the papers' subject); the rest are baselines.
-OT_MODELS = ("cellot", "w1ot")
+OT_MODELS = ("cellot", "w1ot", "otfm")
 #: Bounds rather than competitors: identity is the worst sensible prediction, observed the best.
 BOUNDS = ("identity", "observed")
 _EXTRA = sns.color_palette("tab10").as_hex()
