@@ -80,7 +80,7 @@ def training_runs(model_dirs: list[str | Path]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def training_time(runs: pd.DataFrame, kinds: tuple[str, ...] = ("cellot", "w1ot")) -> plt.Figure:
+def training_time(runs: pd.DataFrame, kinds: tuple[str, ...] = ("cellot", "w1ot", "otfm")) -> plt.Figure:
     """Seconds per 1,000 iterations and total training time against the dimension trained in, per OT model."""
     runs = runs[runs["kind"].isin(kinds)]
     if runs.empty:
