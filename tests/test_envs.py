@@ -1,12 +1,16 @@
-"""Conda environments of the rules: they parse, every rule has one, their pins agree, lint is clean.
+"""Conda environments of the rules: small, right for their rules, pinned like the lock.
 
 Conda channels cannot be reached from the test machines, so `--use-conda` itself
-is not run; these are the checks that can be made without it.
+runs only where a `conda` is on PATH. Without it: every env file is checked
+against requirements.lock and pyproject.toml, and against what its rules' scripts
+import (static analysis of the scripts and of the perturbot modules they reach,
+tests/import_graph.py); tests/test_no_install.py runs jobs without perturbot installed.
 """
 
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -16,7 +20,9 @@ from pathlib import Path
 import pytest
 import yaml
 from helpers import REPO, SNAKEMAKE
+from import_graph import ImportGraph
 from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
@@ -57,30 +63,145 @@ def _directive(body: str, name: str) -> str | None:
     return (match.group(1) or match.group(3) or "").strip()
 
 
-@pytest.mark.parametrize("env", ENVS, ids=lambda p: p.name)
-def test_env_file_parses_and_pins_like_the_python_install(env):
-    spec = yaml.safe_load(env.read_text())
-    assert set(spec) >= {"channels", "dependencies"}, spec
-    assert "defaults" not in spec["channels"]
-    conda = [d for d in spec["dependencies"] if isinstance(d, str)]
-    pip = next(d["pip"] for d in spec["dependencies"] if isinstance(d, dict) and "pip" in d)
-    python = next(d for d in conda if d.split("=")[0] == "python")
-    assert python == f"python={sys.version_info.major}.{sys.version_info.minor}", python
+#: import name -> the conda-forge package that provides it (pip name where it comes from PyPI)
+PROVIDERS = {
+    "anndata": "anndata",
+    "igraph": "python-igraph",
+    "matplotlib": "matplotlib-base",
+    "numpy": "numpy",
+    "pandas": "pandas",
+    "pooch": "pooch",
+    "requests": "requests",
+    "safetensors": "safetensors",
+    "scanpy": "scanpy",
+    "scipy": "scipy",
+    "seaborn": "seaborn-base",
+    "sklearn": "scikit-learn",
+    "statsmodels": "statsmodels",
+    "torch": "pytorch",
+    "tqdm": "tqdm",
+    "umap": "umap-learn",
+    "yaml": "pyyaml",
+}
+#: conda-forge packages that provide the same modules as another (one build of it)
+ALIASES = {"pytorch-cpu": "pytorch", "pytorch-gpu": "pytorch", "matplotlib": "matplotlib-base", "seaborn": "seaborn-base"}
+#: conda-forge name -> name in requirements.lock, where they differ
+LOCK_NAMES = {"pytorch": "torch", "python-igraph": "igraph", "matplotlib-base": "matplotlib", "seaborn-base": "seaborn"}
+#: package modules a job imports besides its script's: the preamble unpickles the rule's
+#: params, which hold dataclasses of perturbot.config (ModelSpec, HoldoutRun)
+UNPICKLED = ("perturbot.config",)
+TOOLING = {"python", "pip"}
+
+
+def _env(path: Path) -> tuple[dict, dict[str, str], dict[str, str]]:
+    """(spec, conda package -> version pin, pip package -> version pin) of an env file."""
+    spec = yaml.safe_load(path.read_text())
+    conda, pip = {}, {}
+    for dep in spec["dependencies"]:
+        if isinstance(dep, dict):
+            for entry in dep["pip"]:
+                name, _, pinned = entry.partition("==")
+                pip[name.strip()] = pinned.strip()
+        else:
+            name, _, pinned = dep.partition("=")
+            conda[name.strip()] = pinned.strip()
+    return spec, conda, pip
+
+
+def _packages(path: Path) -> set[str]:
+    _, conda, pip = _env(path)
+    return {ALIASES.get(name, name) for name in [*conda, *pip]} - TOOLING
+
+
+def _python_minor() -> str:
+    """The Python that requirements.lock and the envs are resolved for: the oldest pyproject.toml accepts."""
     requires = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["requires-python"]
-    assert Version(python.split("=")[1]) in Requirement(f"python{requires}").specifier
-    # pip installs the lock file and the perturbot package itself, from this repository
-    assert f"-r {Path('..') / 'requirements.lock'}" in pip
-    local = [p for p in pip if not p.startswith("-") and (env.parent / p).resolve() == REPO]
-    assert local, f"{env.name} does not install perturbot (pip: {pip})"
+    minors = [f"3.{m}" for m in range(8, 20) if Version(f"3.{m}") in SpecifierSet(requires)]
+    assert minors, f"requires-python {requires!r} allows no Python 3"
+    return minors[0]
+
+
+def _rule_scripts() -> dict[str, tuple[Path, Path]]:
+    """rule -> (its env file, its script), for every rule that runs a script."""
+    out = {}
+    for name, (path, body) in _rule_blocks().items():
+        script, env = _directive(body, "script"), _directive(body, "conda")
+        if script and env:
+            out[name] = ((path.parent / env.strip("\"'")).resolve(), (path.parent / script.strip("\"'")).resolve())
+    return out
+
+
+@pytest.fixture(scope="module")
+def needs() -> dict[str, dict[str, str]]:
+    """rule -> third-party module -> where the job imports it."""
+    graph = ImportGraph(REPO / "src")
+    return {rule: graph.needs_of_script(script, also=UNPICKLED) for rule, (_, script) in _rule_scripts().items()}
+
+
+def test_there_are_envs_for_data_training_and_analysis():
+    assert {p.name for p in ENVS} >= {"data.yaml", "training.yaml", "analysis.yaml"}
+    assert (REPO / "envs" / "README.md").exists()
+
+
+@pytest.mark.parametrize("env", ENVS, ids=lambda p: p.name)
+def test_env_file_is_conda_forge_pinned_like_the_lock_with_no_relative_path(env):
+    spec, conda, pip = _env(env)
+    assert spec["channels"][0] == "conda-forge" and "defaults" not in spec["channels"], spec["channels"]
+    # Snakemake copies the file before `conda env create`: nothing may point at the repository
+    text = env.read_text()
+    assert not re.search(r"(^|\s)(-r|-e|--requirement|--editable)\s|\.\./|file:|^\s*-\s*\.", text, re.M), text
+    assert conda.get("python") == _python_minor(), f"{env.name}: python={conda.get('python')}, pyproject says {_python_minor()}"
     lock = _lock()
-    for entry in pip:
-        if "==" in entry:
-            name, pinned = entry.split("==")
-            assert lock.get(canonicalize_name(name)) == pinned, f"{env.name}: {entry} vs lock {lock.get(canonicalize_name(name))}"
-    for entry in conda:
-        name, _, pinned = entry.partition("=")
-        if name not in ("python", "pip") and pinned:
-            assert lock.get(canonicalize_name(name), "").startswith(pinned.rstrip("*").rstrip(".")), entry
+    for name, pinned in conda.items():
+        if name in TOOLING:
+            continue
+        lock_name = canonicalize_name(LOCK_NAMES.get(ALIASES.get(name, name), ALIASES.get(name, name)))
+        assert lock_name in lock, f"{env.name}: {name} has no counterpart in requirements.lock"
+        major_minor = ".".join(lock[lock_name].split(".")[:2])
+        assert pinned == major_minor, f"{env.name}: {name}={pinned}, requirements.lock has {lock[lock_name]} (pin {major_minor})"
+    for name, pinned in pip.items():
+        assert lock.get(canonicalize_name(name)) == pinned, f"{env.name}: pip {name}=={pinned} vs lock {lock.get(canonicalize_name(name))}"
+    unknown = _packages(env) - set(PROVIDERS.values())
+    assert not unknown, f"{env.name}: {unknown} provide no module perturbot imports (or PROVIDERS lacks them)"
+
+
+def test_each_rule_env_provides_every_module_its_job_imports(needs):
+    missing = []
+    for rule, (env, _) in _rule_scripts().items():
+        packages = _packages(env)
+        for module, where in sorted(needs[rule].items()):
+            provider = PROVIDERS.get(module)
+            if provider is None:
+                missing.append(f"{rule}: {module} (imported in {where}) is not in PROVIDERS: name its conda-forge package")
+            elif provider not in packages:
+                missing.append(f"{rule}: {module} (imported in {where}) needs {provider} in envs/{env.name}")
+    assert not missing, "\n".join(missing)
+
+
+def test_no_env_holds_a_package_none_of_its_rules_imports(needs):
+    used: dict[Path, set[str]] = {env: set() for env in ENVS}
+    for rule, (env, _) in _rule_scripts().items():
+        used[env] |= {PROVIDERS[m] for m in needs[rule] if m in PROVIDERS}
+    for env in ENVS:
+        unused = _packages(env) - used[env]
+        assert not unused, f"envs/{env.name}: {sorted(unused)} are imported by none of its rules"
+
+
+def test_data_env_has_no_torch_and_the_analysis_env_no_cuda_build():
+    assert "pytorch" not in _packages(REPO / "envs" / "data.yaml")
+    _, conda, _ = _env(REPO / "envs" / "analysis.yaml")
+    assert "pytorch-cpu" in conda and "pytorch" not in conda
+
+
+def test_the_data_jobs_import_no_torch():
+    """The static analysis's verdict for the data env, checked by really importing."""
+    code = (
+        "import sys; sys.path.insert(0, 'src');"
+        "import perturbot.config, perturbot.data.io, perturbot.data.download, perturbot.preprocessing, perturbot.slugs, perturbot.logs;"
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
 
 
 def test_lock_satisfies_pyproject_and_matches_the_installed_versions():
@@ -136,3 +257,13 @@ def _lints() -> list[tuple[str, str]]:
 
 def test_snakemake_lint_is_clean():
     assert not _lints()
+
+
+@pytest.mark.skipif(shutil.which("conda") is None and shutil.which("mamba") is None, reason="no conda or mamba on PATH: --use-conda cannot be checked here")
+def test_dry_run_with_use_conda(tmp_path):
+    proc = subprocess.run(
+        [*SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path), "-n", "--use-conda",
+         "--configfile", str(REPO / "config.yaml")],
+        cwd=REPO, capture_output=True, text=True,
+    )
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
