@@ -60,7 +60,8 @@ ReturnToService=2
 SlurmdParameters=config_overrides
 GresTypes=gpu
 NodeName=localhost NodeAddr=127.0.0.1 CPUs=8 RealMemory=64000 Gres=gpu:1 State=UNKNOWN
-PartitionName=gpu Nodes=localhost Default=YES MaxTime=INFINITE State=UP
+PartitionName=cpu Nodes=localhost Default=YES MaxTime=INFINITE State=UP
+PartitionName=gpu Nodes=localhost MaxTime=INFINITE State=UP
 """
 GRES_CONF = "NodeName=localhost Name=gpu File=/dev/null\n"
 
@@ -167,6 +168,19 @@ def _slurm_jobs() -> list[dict[str, str]]:
     return jobs
 
 
+def _profile(tmp_path: Path) -> Path:
+    """The shipped SLURM profile; without conda on PATH, minus its conda deployment (jobs use this Python)."""
+    shipped = REPO / "profiles" / "slurm"
+    if shutil.which("conda") or shutil.which("mamba"):
+        return shipped
+    profile = tmp_path / "profile"
+    profile.mkdir()
+    text = (shipped / "config.yaml").read_text()
+    assert "software-deployment-method: conda\n" in text
+    (profile / "config.yaml").write_text(text.replace("software-deployment-method: conda\n", ""))
+    return profile
+
+
 def test_workflow_runs_on_slurm_with_gpu_requests(slurm_cluster, tmp_path, monkeypatch):
     # the job scripts call the Python of this test run
     monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}:{os.environ['PATH']}")
@@ -175,11 +189,11 @@ def test_workflow_runs_on_slurm_with_gpu_requests(slurm_cluster, tmp_path, monke
         model_params={"cellot": {"n_iters": 20, "eval_every": 10, "hidden_units": [8, 8], "batch_size": 32, "val_size": 20}},
     )
     config["datasets"]["toy"]["synthetic"]["perturbations"] = 1
-    # the shipped profile as it is, plus what a cluster without slurmdbd needs
+    # the shipped profile (with its conda envs where conda exists), plus what a cluster without slurmdbd needs
     run_workflow(
         tmp_path,
         config,
-        "--workflow-profile", str(REPO / "profiles" / "slurm"),
+        "--workflow-profile", str(_profile(tmp_path)),
         "--slurm-status-command", "squeue",
         "--slurm-no-account",
         "--slurm-init-seconds-before-status-checks", str(STATUS_DELAY_S),
@@ -202,5 +216,7 @@ def test_workflow_runs_on_slurm_with_gpu_requests(slurm_cluster, tmp_path, monke
         assert job["JobState"] == "COMPLETED", (comment, job["JobState"])
         wants_gpu = "gres:gpu:1" in job.get("TresPerJob", "")
         assert wants_gpu == comment.startswith("rule_train_"), (comment, job.get("TresPerJob"))
+        # only training jobs queue for the GPU partition
+        assert job["Partition"] == ("gpu" if wants_gpu else "cpu"), (comment, job["Partition"])
         if wants_gpu:
             assert job["CpusPerTres"] == "gres:gpu:2"  # cpus_per_gpu of the profile
