@@ -1,4 +1,5 @@
-"""Command line: ``perturbot predict`` applies a trained model to new control cells."""
+"""Command line: ``perturbot predict`` applies a trained model to new control cells;
+``perturbot progress`` shows how far the training jobs under a results directory are."""
 
 from __future__ import annotations
 
@@ -19,7 +20,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--perturbation", help="which perturbation (needed for models trained on several)")
     p.add_argument("--layer", help="read this layer instead of X")
     p.add_argument("--threads", type=int, default=1)
+    q = sub.add_parser("progress", help="percent done, time left and best validation score of training jobs")
+    q.add_argument("results", nargs="?", default="results", help="results directory (default: results)")
+    q.add_argument("--all", action="store_true", help="also list finished jobs")
     args = parser.parse_args(argv)
+    if args.command == "progress":
+        return _progress(args.results, args.all)
 
     from perturbot.predict import predict_file
     from perturbot.training import set_threads
@@ -31,6 +37,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"perturbot predict: error: {err}", file=sys.stderr)
         return 2
     print(f"wrote {out.n_obs} predicted cells x {out.n_vars} features to {args.output}")
+    return 0
+
+
+def _progress(results: str, include_done: bool) -> int:
+    from perturbot.progress import format_jobs, training_jobs
+
+    try:
+        jobs = training_jobs(results, include_done=include_done)
+    except FileNotFoundError as err:
+        print(f"perturbot progress: error: {err}", file=sys.stderr)
+        return 2
+    print(format_jobs(jobs))
     return 0
 
 

@@ -196,6 +196,7 @@ class LiveHistory:
 
     path: Path
     label: str = ""
+    started: bool = False  # a training loop has reported (models that do not train write nothing)
 
     @property
     def status_path(self) -> Path:
@@ -207,6 +208,10 @@ class LiveHistory:
         write_atomic(self.path, pd.DataFrame(rows).to_csv(index=False))
 
     def write_status(self, status: str, **values: Any) -> None:
+        if status == "running":
+            self.started = True
+        elif not self.started:
+            return
         previous: dict[str, Any] = {}
         if status != "running" and self.status_path.exists():
             try:
@@ -230,7 +235,7 @@ def live_history(path: str | Path | None, label: str = "") -> Iterator[LiveHisto
         yield None
         return
     live = LiveHistory(Path(path), label)
-    live.write_status("starting")
+    live.status_path.unlink(missing_ok=True)  # a previous run's
     token = _LIVE.set(live)
     try:
         yield live
@@ -254,7 +259,8 @@ class TrainingInterrupted(SystemExit):
         self.signum = int(signum)
 
 
-def _duration(seconds: float) -> str:
+def format_duration(seconds: float) -> str:
+    """1h05m, 3m12s or 42s."""
     if not np.isfinite(seconds):
         return "?"
     seconds = int(round(seconds))
@@ -413,7 +419,7 @@ class Progress:
         many = f" (mean of {len(values)})" if len(values) > 1 else ""
         parts = [
             f"{self.what} {done}/{self.total_shown} ({100 * done / max(self.total_shown, 1):.1f}%)",
-            f"{_duration(elapsed)} elapsed, {rate:.1f} it/s, {_duration(eta)} left",
+            f"{format_duration(elapsed)} elapsed, {rate:.1f} it/s, {format_duration(eta)} left",
             *(f"{k} {v:.4g}" for k, v in losses.items()),
             f"{self.score_name} {current:.4g}{many}, best {best_mean:.4g} at {max(self.best_iteration)}",
         ]
