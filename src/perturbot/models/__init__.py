@@ -15,13 +15,14 @@ _REGISTRY: dict[str, str] = {
     "scgen": "perturbot.models.scgen:ScGen",
     "cae": "perturbot.models.cae:ConditionalAutoencoder",
     "gaussian_ot": "perturbot.models.gaussian_ot:GaussianOT",
+    "popalign": "perturbot.models.popalign:PopAlign",
     "otfm": "perturbot.models.otfm:OTFlowMatching",
 }
 
 #: Models that only make sense in an autoencoder's latent space (the workflow wraps them).
 LATENT_ONLY = {"scgen"}
 #: Models whose default space is the latent one for counts/expression data.
-LATENT_BY_DEFAULT = {"cellot", "w1ot", "scgen", "otfm", "gaussian_ot"}
+LATENT_BY_DEFAULT = {"cellot", "w1ot", "scgen", "otfm", "gaussian_ot", "popalign"}
 
 
 def register(name: str, path: str) -> None:
