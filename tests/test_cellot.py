@@ -9,7 +9,7 @@ from scipy.linalg import sqrtm
 
 from perturbot import training
 from perturbot.models import NotFittedError, PerturbationModel, get
-from perturbot.models.cellot import CellOT, _Trainer
+from perturbot.models.cellot import CellOT, _Trainer, gaussian_map
 from perturbot.nn.icnn import StackedICNN
 
 torch.set_num_threads(1)
@@ -318,3 +318,79 @@ def test_small_populations_shrink_the_batch_and_skip_validation():
     assert model.history_["val_mmd"].isna().all()
     assert model.best_iteration_ == [3]
     assert model.transport(source).shape == (8, 3)
+
+
+# ----------------------------------------------------------------- presets
+def test_paper_preset_is_unchanged():
+    """Predictions of a tiny paper-preset run, recorded before presets existed."""
+    rng = np.random.default_rng(0)
+    src = (rng.normal(size=(300, 5)) + 2).astype(np.float32)
+    tgt = (rng.normal(size=(250, 5)) * 1.5 - 1).astype(np.float32)
+    model = CellOT(n_iters=30, eval_every=10, device="cpu", seed=3).fit(src, tgt)
+    assert model.best_iteration_ == [10]
+    recorded = [
+        [3.42576, 3.40707, 3.38858, 3.64837, 3.83076],
+        [3.47939, 3.55856, 3.43532, 3.56796, 3.75011],
+        [2.52667, 2.59291, 2.3209, 2.61863, 2.72515],
+    ]
+    np.testing.assert_allclose(model.transport(src[:3]), recorded, rtol=1e-5, atol=1e-5)
+    explicit = CellOT(preset="paper", n_iters=30, eval_every=10, device="cpu", seed=3).fit(src, tgt)
+    _assert_same_weights(model, explicit)
+    assert "L" not in dict(model.g_.named_parameters())  # no quadratic term in the paper's network
+
+
+def test_preset_values_and_explicit_overrides(tmp_path):
+    paper = CellOT().settings()
+    assert (paper.n_iters, paper.n_inner_iters, paper.lr, paper.batch_size) == (100_000, 10, 1e-4, 256)
+    assert (paper.init, paper.standardize, paper.patience) == ("uniform", False, 0)
+    fast = CellOT(preset="fast").settings()
+    assert (fast.init, fast.standardize) == ("gaussian", True) and fast.patience > 0
+    mixed = CellOT(preset="fast", lr=5e-4, patience=0, init="identity").settings()
+    assert (mixed.lr, mixed.patience, mixed.init, mixed.n_inner_iters) == (5e-4, 0, "identity", fast.n_inner_iters)
+    with pytest.raises(ValueError, match="unknown preset"):
+        CellOT(preset="quick").settings()
+    with pytest.raises(ValueError, match="init must be"):
+        CellOT(init="zeros", n_iters=1).fit(np.ones((20, 2)), np.ones((20, 2)))
+    # the preset and the settings it resolved to travel with the saved model
+    problem = Gaussians(3, n=300)
+    model = CellOT(preset="fast", n_iters=3, eval_every=1, lr=2e-3, device="cpu").fit(problem.source, problem.target)
+    model.save(tmp_path / "m")
+    loaded = PerturbationModel.load(tmp_path / "m")
+    assert loaded.preset == "fast" and loaded.settings_ == model.settings_ and loaded.settings_.lr == 2e-3
+    np.testing.assert_array_equal(loaded.transport(problem.test), model.transport(problem.test))
+    np.testing.assert_array_equal(loaded.potential_f(problem.test), model.potential_f(problem.test))
+
+
+def test_gaussian_map_pushes_covariance_forward():
+    """M S1 M = S2 (the Bures map's defining identity) and c sends the mean to the mean."""
+    rng = np.random.default_rng(2)
+    source = rng.normal(size=(3000, 6)) @ _spd(rng, 6) + 3.0
+    target = rng.normal(size=(2000, 6)) @ _spd(rng, 6) - 1.0
+    matrix, shift = gaussian_map(source, target)
+    np.testing.assert_allclose(matrix, matrix.T, atol=1e-10)
+    assert np.linalg.eigvalsh(matrix).min() > 0
+    s1, s2 = np.cov(source.T) + 1e-3 * np.eye(6), np.cov(target.T) + 1e-3 * np.eye(6)
+    np.testing.assert_allclose(matrix @ s1 @ matrix, s2, atol=1e-8)
+    np.testing.assert_allclose(matrix @ source.mean(0) + shift, target.mean(0), atol=1e-8)
+
+
+@pytest.mark.parametrize("init", ["identity", "gaussian"])
+def test_affine_start_of_both_potentials(init):
+    """Before any step grad g is the chosen affine map and grad f its inverse (f = g's conjugate)."""
+    problem = Gaussians(5, n=800)
+    model = CellOT(preset="fast", init=init, device="cpu")
+    hp = model._check_params()
+    model.settings_ = hp
+    model.shift_, model.scale_ = np.zeros(5), 1.0
+    trainer = _Trainer(model, hp, problem.source, [problem.target], ["t"], torch.device("cpu"))
+    x = torch.from_numpy(problem.test[:200]).unsqueeze(0)
+    if init == "identity":
+        matrix, shift = np.eye(5), np.zeros(5)
+    else:
+        n_target = int(trainer.tgt_sizes[0])  # the map between the training cells (validation carved off)
+        matrix, shift = gaussian_map(trainer.src.numpy(), trainer.tgt[0, :n_target].numpy())
+    with torch.no_grad():
+        tx = trainer.g.gradient(x)[0].double().numpy()
+        back = trainer.f.gradient(torch.from_numpy(tx).float().unsqueeze(0))[0].double().numpy()
+    np.testing.assert_allclose(tx, problem.test[:200] @ matrix.T + shift, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(back, problem.test[:200], rtol=1e-3, atol=1e-3)
