@@ -35,6 +35,8 @@ DISPLAY_NAMES = {
     "observed": "Observed",
     "scgen": "scGen",
     "cae": "cAE",
+    "gaussian_ot": "Gaussian OT",
+    "popalign": "PopAlign",
     "cellot": "CellOT",
     "w1ot": "W1-OT",
     "otfm": "OT-FM",
@@ -44,6 +46,8 @@ MODEL_COLORS = {
     "observed": "#4d4d4d",
     "scgen": "#e69f00",
     "cae": "#cc79a7",
+    "gaussian_ot": "#6a3d9a",
+    "popalign": "#b8a000",
     "cellot": "#0072b2",
     "w1ot": "#d55e00",
     "otfm": "#56b4e9",
@@ -59,17 +63,26 @@ _EXTRA = sns.color_palette("tab10").as_hex()
 
 
 def base_model(label: str, kinds: dict[str, str] | None = None) -> str:
-    """Registry name of a label: from ``kinds`` when given, else the label's first ``_`` part."""
+    """Registry name of a label: from ``kinds`` when given, else the longest known name it starts with."""
     if kinds and label in kinds:
         return kinds[label]
-    return label if label in MODEL_COLORS else label.split("_")[0]
+    return label if label in MODEL_COLORS else _known_prefix(label)[0]
+
+
+def _known_prefix(label: str) -> tuple[str, str]:
+    """(model, rest) for labels like ``gaussian_ot_genes``; else (first ``_`` part, rest)."""
+    for name in sorted(DISPLAY_NAMES, key=len, reverse=True):
+        if label.startswith(name + "_"):
+            return name, label[len(name) + 1 :]
+    base, _, rest = label.partition("_")
+    return base, rest
 
 
 def display_name(label: str) -> str:
     """The papers' name of a model; ``w1ot_genes`` becomes ``W1-OT (genes)``."""
     if label in DISPLAY_NAMES:
         return DISPLAY_NAMES[label]
-    base, _, rest = label.partition("_")
+    base, rest = _known_prefix(label)
     if base in DISPLAY_NAMES and rest:
         return f"{DISPLAY_NAMES[base]} ({rest.replace('_', ' ')})"
     return label
