@@ -35,8 +35,22 @@ def figure_options(experiment):
 
 
 def model_kinds(experiment):
-    """Model label -> registry name, so figures colour and test by what a model is."""
-    return {label: s.model for label, s in SPECS[experiment].items()}
+    """Model label (as in predictions and metrics) and run -> registry name, so figures colour and test by what a model is."""
+    specs = SPECS[experiment].values()
+    return {**{s.label: s.model for s in specs}, **{s.run: s.model for s in specs}}
+
+
+def figure_runs(experiment):
+    """One run per model label (the first seed): figures that overlay models draw each model once."""
+    runs = {}
+    for run, s in SPECS[experiment].items():
+        runs.setdefault(s.label, run)
+    return list(runs.values())
+
+
+def run_label(experiment, run):
+    """The label a run's predictions carry (obs['model'])."""
+    return SPECS[experiment][run].label
 
 
 def ot_labels(experiment):

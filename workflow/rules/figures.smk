@@ -38,7 +38,7 @@ rule figure_marginals:
     """Marginal densities of selected features for control, observed and predicted cells."""
     input:
         data="results/{experiment}/data",
-        predictions=lambda wc: holdout_predictions(wc.experiment, SPECS[wc.experiment], figure_perturbations(wc.experiment)),
+        predictions=lambda wc: holdout_predictions(wc.experiment, figure_runs(wc.experiment), figure_perturbations(wc.experiment)),
     output:
         pdf=figure_report("results/{experiment}/figures/marginals.pdf", "marginals", subcategory="Distributions", figure="marginals"),
         png="results/{experiment}/figures/marginals.png",
@@ -59,7 +59,7 @@ rule figure_umap:
     """Joint UMAP of observed perturbed and every model's predicted cells for one perturbation."""
     input:
         data="results/{experiment}/data",
-        predictions=lambda wc: holdout_predictions(wc.experiment, SPECS[wc.experiment], [wc.perturbation]),
+        predictions=lambda wc: holdout_predictions(wc.experiment, figure_runs(wc.experiment), [wc.perturbation]),
     output:
         pdf=figure_report(
             "results/{experiment}/figures/umap_{perturbation}.pdf", "umap", subcategory="Joint UMAPs", figure="umap", perturbation="{perturbation}"
@@ -114,6 +114,7 @@ rule figure_clustergram:
     params:
         kinds=lambda wc: model_kinds(wc.experiment),
         holdout=lambda wc: figure_holdout(wc.experiment),
+        label=lambda wc: run_label(wc.experiment, wc.model),
     localrule: True
     conda:
         "../../envs/analysis.yaml"
@@ -127,7 +128,7 @@ rule figure_vector_field:
         data="results/{experiment}/data",
         predictions=lambda wc: holdout_predictions(
             wc.experiment,
-            [wc.model] + [m for m, k in model_kinds(wc.experiment).items() if k == "scgen"],
+            [wc.model] + [r for r in figure_runs(wc.experiment) if SPECS[wc.experiment][r].model == "scgen"],
             figure_perturbations(wc.experiment),
         ),
     output:
@@ -141,6 +142,7 @@ rule figure_vector_field:
         figures=lambda wc: figure_options(wc.experiment),
         holdout=lambda wc: figure_holdout(wc.experiment),
         kinds=lambda wc: model_kinds(wc.experiment),
+        label=lambda wc: run_label(wc.experiment, wc.model),
         perturbations=lambda wc: [data_info(wc.experiment)["slugs"][p] for p in figure_perturbations(wc.experiment)],
     localrule: True
     conda:

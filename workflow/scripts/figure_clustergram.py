@@ -15,7 +15,7 @@ for path in snakemake.input.predictions:
     costs.append(pd.DataFrame({"cell": obs.index.astype(str), "perturbation": obs["perturbation"], "transport_cost": obs["transport_cost"]}))
 table = mean_cost_by_state(pd.concat(costs, ignore_index=True), states)
 table.to_csv(snakemake.output.table)
-model = snakemake.wildcards.model
+model = snakemake.params.label  # the run's label, as its predictions carry it
 title = f"{snakemake.wildcards.experiment}: transport cost of {model} (holdout {snakemake.params.holdout})"
 figure = clustergram(table, states.value_counts(), model=model, kinds=snakemake.params.kinds, title=title)
 save_figure(figure, snakemake.output.pdf)

@@ -13,7 +13,7 @@ log_to_file(snakemake.log[0])
 data = ad.read_h5ad(Path(snakemake.input.data) / f"{snakemake.params.holdout}.h5ad")
 inputs = model_input(data)
 control = np.asarray(inputs.X)
-model = snakemake.wildcards.model
+model = snakemake.params.label  # the run's label, as its predictions carry it
 responses = {p: {} for p in snakemake.params.perturbations}
 for p in responses:
     if f"X_true_{p}" in inputs.obsm:
