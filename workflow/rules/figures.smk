@@ -1,7 +1,8 @@
 rule figure_mmd_boxplot:
-    """MMD, L2 and R² of means per model across perturbations or holdouts, with rank-sum stars."""
+    """MMD, L2 and R² of means per model across perturbations or holdouts, with the stars of statistics.csv."""
     input:
-        "results/{experiment}/metrics.csv",
+        metrics="results/{experiment}/metrics.csv",
+        statistics="results/{experiment}/statistics.csv",
     output:
         pdf=figure_report("results/{experiment}/figures/mmd_boxplot.pdf", "mmd_boxplot", subcategory="Scores", figure="mmd_boxplot"),
         png="results/{experiment}/figures/mmd_boxplot.png",
