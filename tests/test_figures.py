@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.container import ErrorbarContainer
 from helpers import run_workflow, small_features_config
 
 from perturbot.cell_states import mean_cost_by_state
@@ -16,17 +17,18 @@ from perturbot.data.synthetic import DRUG_NAMES
 from perturbot.plotting import (
     cost_summary,
     display_name,
+    figure_tests,
     iid_vs_holdout_pairs,
     job_resources,
     marginal_features,
     mmd_boxplot,
     model_color,
-    rank_sum_tests,
     response_field,
     stars,
     training_runs,
 )
-from perturbot.plotting.scores import held_out_rows
+from perturbot.plotting.scores import TOO_FEW, held_out_rows
+from perturbot.statistics import model_tests
 
 
 def metrics_table(values: dict[str, list[float]], setting: str = "iid", holdout: str = "all") -> pd.DataFrame:
@@ -54,7 +56,7 @@ def test_stars_thresholds():
     assert [stars(p) for p in (0.0005, 0.005, 0.03, 0.2, float("nan"))] == ["***", "**", "*", "n.s.", "n.s."]
 
 
-def test_rank_sum_stars_where_the_ot_model_is_clearly_better():
+def test_stars_come_from_the_statistics_table_adjusted_p():
     low = [0.01, 0.012, 0.011, 0.013, 0.009, 0.010, 0.014, 0.012]
     table = metrics_table(
         {
@@ -64,24 +66,53 @@ def test_rank_sum_stars_where_the_ot_model_is_clearly_better():
             "cellot": low,
         }
     )
-    tests = rank_sum_tests(table).set_index("baseline")
+    statistics = model_tests(table, ("mmd",))
+    tests = figure_tests(statistics, "mmd", list(table["model"].unique())).set_index("baseline")
     # observed is the lower bound, not a competitor
     assert set(tests.index) == {"identity", "scgen"}
-    # complete separation of 8 vs 8: rank sum 36, z = (36 - 68) / sqrt(8 * 8 * 17 / 12), p = 2 Phi(z)
-    assert tests.loc["identity", "p"] == pytest.approx(0.000778, rel=0.01)
-    assert tests.loc["identity", "stars"] == "***"
+    # 8 of 8 paired differences negative: exact p = 2 / 2^8; five of the six pairs are fully
+    # separated, so BH multiplies it by 6 / 5
+    row = statistics.set_index(["model_a", "model_b"]).loc[("cellot", "identity")]
+    assert row["p_value"] == pytest.approx(2 / 2**8)
+    assert row["p_adjusted"] == pytest.approx(2 / 2**8 * 6 / 5)
+    assert tests.loc["identity", "p"] == pytest.approx(row["p_adjusted"])
+    assert tests.loc["identity", "stars"] == "**"
     assert tests.loc["scgen", "stars"] == "n.s."
     assert tests.loc["identity", "better"] == "cellot"
-    assert rank_sum_tests(table, higher_is_better=True).set_index("baseline").loc["identity", "better"] == "identity"
-    figure = mmd_boxplot(table)
+    figure = mmd_boxplot(table, statistics)
     texts = [t.get_text() for t in figure.axes[0].texts]
-    assert sorted(texts) == ["***", "n.s."]
+    assert sorted(texts) == ["**", "n.s."]
+    assert not [t for t in mmd_boxplot(table).axes[0].texts]  # no table, no stars
+
+
+def test_too_few_perturbations_say_so_instead_of_stars():
+    table = metrics_table({"identity": [1.0, 1.1, 1.2], "cellot": [0.1, 0.2, 0.3]})
+    statistics = model_tests(table, ("mmd",))
+    assert not statistics["testable"].any()  # 3 pairs: the smallest p is 0.25
+    texts = [t.get_text() for t in mmd_boxplot(table, statistics).axes[0].texts]
+    assert texts == [TOO_FEW]
+
+
+def test_points_are_means_over_seeds_with_error_bars():
+    rows = metrics_table({"identity": [1.0, 2.0], "cellot": [0.1, 0.2]})
+    table = pd.concat([rows.assign(seed=0, value=rows["value"] * 0.9), rows.assign(seed=1, value=rows["value"] * 1.1)])
+    figure = mmd_boxplot(table)
+    points = [c for c in figure.axes[0].containers if isinstance(c, ErrorbarContainer)]
+    assert len(points) == 2  # one per model
+    ys = sorted(np.concatenate([c.lines[0].get_ydata() for c in points]).tolist())
+    assert ys == pytest.approx([0.1, 0.2, 1.0, 2.0])
+    assert all(c.has_yerr for c in points)
+    # the bar is the s.d. over the two seeds: 0.1 v sqrt(2) around v
+    segments = np.concatenate([c.lines[2][0].get_segments() for c in points])
+    half = sorted(float(seg[1, 1] - seg[0, 1]) / 2 for seg in segments)
+    assert half == pytest.approx([0.1 * v * np.sqrt(2) for v in (0.1, 0.2, 1.0, 2.0)])
 
 
 def test_labels_are_tested_by_what_the_model_is():
     table = metrics_table({"identity": [1.0, 1.1, 1.2], "mine": [0.1, 0.2, 0.3]})
-    assert rank_sum_tests(table).empty
-    assert list(rank_sum_tests(table, {"identity": "identity", "mine": "w1ot"})["ot"]) == ["mine"]
+    statistics = model_tests(table, ("mmd",))
+    assert figure_tests(statistics, "mmd", ["identity", "mine"]).empty
+    assert list(figure_tests(statistics, "mmd", ["identity", "mine"], {"identity": "identity", "mine": "w1ot"})["ot"]) == ["mine"]
 
 
 def test_iid_companion_rows_pair_with_the_held_out_rows_and_stay_out_of_the_box_plot():

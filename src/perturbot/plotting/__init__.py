@@ -7,7 +7,7 @@ alone, so a model keeps its colour in every figure.
 from perturbot.plotting.costs import clustergram, cost_summary
 from perturbot.plotting.distributions import changing_features, marginal_features, marginals
 from perturbot.plotting.embedding import joint_embedding, joint_umap, response_field, vector_field
-from perturbot.plotting.scores import iid_vs_holdout, iid_vs_holdout_pairs, mmd_boxplot, rank_sum_tests, stars
+from perturbot.plotting.scores import figure_tests, iid_vs_holdout, iid_vs_holdout_pairs, mmd_boxplot, stars
 from perturbot.plotting.style import (
     DISPLAY_NAMES,
     MODEL_COLORS,
@@ -27,6 +27,7 @@ __all__ = [
     "clustergram",
     "cost_summary",
     "display_name",
+    "figure_tests",
     "iid_vs_holdout",
     "iid_vs_holdout_pairs",
     "is_ot",
@@ -38,7 +39,6 @@ __all__ = [
     "mmd_boxplot",
     "model_color",
     "model_order",
-    "rank_sum_tests",
     "response_field",
     "save_figure",
     "stars",

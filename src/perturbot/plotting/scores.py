@@ -1,4 +1,4 @@
-"""Figures of the metrics table: box plots with rank-sum stars, i.i.d. against held-out MMD."""
+"""Figures of the metrics table: box plots with the statistics table's stars, i.i.d. against held-out MMD."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import pandas as pd
 import seaborn as sns
 from matplotlib import pyplot as plt
 from matplotlib.ticker import FormatStrFormatter, LogLocator, NullLocator
-from scipy.stats import ranksums
 
 from perturbot.plotting.style import base_model, display_name, is_bound, is_ot, model_color, model_order
+from perturbot.statistics import HIGHER_IS_BETTER, unit_means
 
 METRIC_LABELS = {
     "mmd": "MMD² (RBF)",
@@ -18,9 +18,10 @@ METRIC_LABELS = {
     "r_means": "Pearson r of means",
     "gt_rmse": "RMSE to true response",
 }
-#: Metrics where higher is better (the rest are errors).
-HIGHER_IS_BETTER = {"r2_means", "r_means"}
 LOG_METRICS = {"mmd", "l2_means", "gt_rmse"}
+#: What a panel says instead of stars when no test of it can reach p < 0.05.
+TOO_FEW = "n too small for a test"
+FIGURE_TEST_COLUMNS = ["ot", "baseline", "p", "stars", "better", "testable"]
 
 
 def stars(p: float) -> str:
@@ -39,25 +40,37 @@ def held_out_rows(metrics: pd.DataFrame) -> pd.DataFrame:
     return metrics[~companion]
 
 
-def rank_sum_tests(data: pd.DataFrame, kinds: dict[str, str] | None = None, higher_is_better: bool = False) -> pd.DataFrame:
-    """Wilcoxon rank-sum test of every OT model against every baseline (observed excluded) on one metric.
+def figure_tests(
+    statistics: pd.DataFrame, metric: str, models: list[str], kinds: dict[str, str] | None = None,
+    setting: str | None = None,
+) -> pd.DataFrame:
+    """The rows of ``statistics.csv`` (:func:`perturbot.statistics.model_tests`) the box plot draws.
 
-    ``data``: rows of one metric with ``model`` and ``value``. Returns one row
-    per (ot, baseline) pair with the two-sided p-value, its stars and the
-    model with the better median (``better``), since the test has no direction.
+    Every OT model against every baseline among ``models`` (observed excluded),
+    with stars from the Benjamini–Hochberg adjusted p-value and the model that
+    is better on the median paired difference. Nothing is recomputed here.
     """
-    labels = model_order(data["model"], kinds)
+    rows = statistics[statistics["metric"] == metric]
+    if setting is not None:
+        rows = rows[rows["setting"] == setting]
+    labels = model_order(models, kinds)
     ot = [m for m in labels if is_ot(m, kinds)]
     baselines = [m for m in labels if not is_ot(m, kinds) and base_model(m, kinds) != "observed"]
-    rows = []
+    higher = metric in HIGHER_IS_BETTER
+    out = []
     for a in ot:
-        x = data.loc[data["model"] == a, "value"].dropna().to_numpy()
         for b in baselines:
-            y = data.loc[data["model"] == b, "value"].dropna().to_numpy()
-            p = float(ranksums(x, y).pvalue) if len(x) and len(y) else float("nan")
-            ot_wins = (np.median(x) > np.median(y)) == higher_is_better if len(x) and len(y) else False
-            rows.append({"ot": a, "baseline": b, "p": p, "stars": stars(p), "better": a if ot_wins else b})
-    return pd.DataFrame(rows, columns=["ot", "baseline", "p", "stars", "better"])
+            match = rows[((rows["model_a"] == a) & (rows["model_b"] == b)) | ((rows["model_a"] == b) & (rows["model_b"] == a))]
+            if match.empty:
+                continue
+            row = match.iloc[0]
+            diff = float(row["median_difference"]) * (1 if row["model_a"] == a else -1)  # ot - baseline
+            share = float(row["share_a_better"]) if row["model_a"] == a else 1 - float(row["share_a_better"])
+            ot_better = (diff > 0) == higher if diff != 0 else share > 0.5
+            p = float(row["p_adjusted"])
+            out.append({"ot": a, "baseline": b, "p": p, "stars": stars(p), "better": a if ot_better else b,
+                        "testable": bool(row["testable"])})
+    return pd.DataFrame(out, columns=FIGURE_TEST_COLUMNS)
 
 
 def _make_headroom(ax: plt.Axes, share: float) -> float:
@@ -93,52 +106,83 @@ def _brackets(
         )
 
 
+def _unit_points(ax: plt.Axes, means: pd.DataFrame, order: list[str], jitter: float = 0.15) -> None:
+    """One point per perturbation (and holdout): the mean over seeds and draws, with ±1 s.d. bars
+    where there are replicates, so the figure shows seed/draw spread, not only spread across perturbations."""
+    for i, model in enumerate(order):
+        sub = means[means["model"] == model]
+        if sub.empty:
+            continue
+        offsets = np.linspace(-jitter, jitter, len(sub)) if len(sub) > 1 else np.zeros(1)
+        sd = sub["sd"].fillna(0.0).to_numpy()
+        has_bars = bool((sub["n_reps"] > 1).any())
+        ax.errorbar(
+            i + offsets, sub["value"].to_numpy(), yerr=sd if has_bars else None, fmt="o", ms=2.5, color="black",
+            alpha=0.7, elinewidth=0.7, capsize=1.5 if has_bars else 0, zorder=3,
+        )
+
+
 def metric_boxplot(
-    ax: plt.Axes, data: pd.DataFrame, metric: str, kinds: dict[str, str] | None = None, with_tests: bool = True
+    ax: plt.Axes,
+    data: pd.DataFrame,
+    metric: str,
+    kinds: dict[str, str] | None = None,
+    statistics: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """One panel: a box per model, points per perturbation/holdout, bounds as dashed lines, tests on top."""
-    order = model_order(data["model"], kinds)
+    """One panel: a box per model over per-perturbation means (points, ±1 s.d. over seeds/draws),
+    bounds as dashed lines, and the statistics table's tests on top."""
+    means = unit_means(data)
+    order = model_order(means["model"], kinds)
     palette = {m: model_color(m, kinds) for m in order}
     sns.boxplot(
-        data=data, x="model", y="value", hue="model", order=order, palette=palette, ax=ax,
+        data=means, x="model", y="value", hue="model", order=order, palette=palette, ax=ax,
         showfliers=False, legend=False, width=0.6, linewidth=0.8,
     )
-    sns.stripplot(data=data, x="model", y="value", order=order, color="black", size=2.5, alpha=0.7, ax=ax, jitter=0.15)
-    log = metric in LOG_METRICS and (data["value"] > 0).all()
+    _unit_points(ax, means, order)
+    log = metric in LOG_METRICS and (means["value"] > 0).all()
     if log:
         ax.set_yscale("log")
     for bound in order:
         if is_bound(bound, kinds):
-            ax.axhline(data.loc[data["model"] == bound, "value"].median(), color=model_color(bound, kinds), ls="--", lw=0.8, zorder=0)
+            ax.axhline(means.loc[means["model"] == bound, "value"].median(), color=model_color(bound, kinds), ls="--", lw=0.8, zorder=0)
     ax.set_xticks(range(len(order)), [display_name(m) for m in order], rotation=35, ha="right")
     ax.set_xlabel("")
     arrow = "↑" if metric in HIGHER_IS_BETTER else "↓"
     ax.set_ylabel(f"{METRIC_LABELS.get(metric, metric)} {arrow}" + (" (log)" if log else ""))
-    tests = rank_sum_tests(data, kinds, metric in HIGHER_IS_BETTER) if with_tests else pd.DataFrame()
-    if not tests.empty:
-        _brackets(ax, tests, order, kinds)
+    if statistics is None:
+        return pd.DataFrame(columns=FIGURE_TEST_COLUMNS)
+    settings = data["setting"].unique()
+    tests = figure_tests(statistics, metric, order, kinds, settings[0] if len(settings) == 1 else None)
+    shown = tests[tests["testable"]]
+    if not shown.empty:
+        _brackets(ax, shown, order, kinds)
+    elif not tests.empty:
+        ax.text(0.5, 0.98, TOO_FEW, transform=ax.transAxes, ha="center", va="top", fontsize=7, color="0.35")
     return tests
 
 
 def mmd_boxplot(
     metrics: pd.DataFrame,
+    statistics: pd.DataFrame | None = None,
     metrics_shown: tuple[str, ...] = ("mmd", "l2_means", "r2_means"),
     kinds: dict[str, str] | None = None,
     title: str | None = None,
 ) -> plt.Figure:
     """MMD, L2 and R² of means per model (the W1-OT paper's Fig. 3), one panel each.
 
-    Points are perturbations (i.i.d.) or holdout × perturbation (o.o.s./o.o.d.).
+    Points are perturbations (i.i.d.) or holdout × perturbation (o.o.s./o.o.d.),
+    each the mean over seeds and draws. Stars come from ``statistics`` (the
+    table of :func:`perturbot.statistics.model_tests`); without it, none are drawn.
     """
     metrics = held_out_rows(metrics)
     shown = [m for m in metrics_shown if (metrics["metric"] == m).any()]
     if "mmd" not in shown:
         raise ValueError("the metrics table has no 'mmd' rows")
     n_models = metrics["model"].nunique()
-    n_tests = sum(is_ot(m, kinds) for m in set(metrics["model"])) * n_models
+    n_tests = sum(is_ot(m, kinds) for m in set(metrics["model"])) * n_models if statistics is not None else 0
     fig, axes = plt.subplots(1, len(shown), figsize=(len(shown) * (0.5 * n_models + 1.4), 3.2 + 0.15 * n_tests), squeeze=False)
     for ax, metric in zip(axes[0], shown):
-        metric_boxplot(ax, metrics[metrics["metric"] == metric], metric, kinds)
+        metric_boxplot(ax, metrics[metrics["metric"] == metric], metric, kinds, statistics)
     sns.despine(fig)
     if title:
         fig.suptitle(title, y=1.0)
