@@ -94,7 +94,8 @@ def model_specs(config: dict, experiment: str) -> list[ModelSpec]:
     """Every model of an experiment with its space and merged hyper-parameters.
 
     Precedence (last wins): model defaults < the model's preset for the data
-    modality (``Model.PRESETS``, the papers' 4i settings) < top-level ``model_params[model]``
+    modality (``Model.PRESETS``, the papers' 4i settings) < the top-level
+    ``patience`` (models that take one) < top-level ``model_params[model]``
     < experiment ``model_params[model]`` < the entry's own ``params``;
     ``seed`` and ``device`` come from the top-level keys, or one spec per
     seed of the experiment's ``seeds``.
@@ -114,6 +115,7 @@ def model_specs(config: dict, experiment: str) -> list[ModelSpec]:
         preset = getattr(model_registry.get(model), "PRESETS", {}).get(modality, {})
         params = {
             **preset,
+            **early_stopping(config, model_registry.get(model)),
             **config.get("model_params", {}).get(model, {}),
             **exp.get("model_params", {}).get(model, {}),
             **entry.get("params", {}),
@@ -126,6 +128,12 @@ def model_specs(config: dict, experiment: str) -> list[ModelSpec]:
                 ModelSpec(label=entry["name"], model=model, space=space, params={**params, "seed": int(seed)}, run=run)
             )
     return specs
+
+
+def early_stopping(config: dict, cls: type) -> dict[str, Any]:
+    """The top-level ``patience`` for a model class that takes one (below every per-model setting)."""
+    patience = config.get("patience")
+    return {"patience": int(patience)} if patience is not None and "patience" in cls.default_params() else {}
 
 
 def check_config(config: dict) -> None:
