@@ -9,11 +9,13 @@ from perturbot.data.catalog import apply_holdouts_files, resolve_catalog_entries
 from perturbot.data.io import DataError
 from perturbot.experiment import JOINT_ONLY
 from perturbot.models import get as get_model
+from perturbot.models.autoencoder import AutoEncoder
 from perturbot.config import (
     ConfigError,
     check_config,
     config_hash,
     dataset_of,
+    early_stopping,
     experiments_to_run,
     holdout_runs,
     model_specs,
@@ -95,7 +97,7 @@ def autoencoder_key(experiment, holdout):
         "dataset": config["datasets"][exp["dataset"]],
         "split": {k: exp[k] for k in ("setting", "holdout_key", "test_fraction", "min_cells", "n_hvg", "max_cells")},
         "holdout": holdout,
-        "autoencoder": exp["autoencoder"],
+        "autoencoder": {**early_stopping(config, AutoEncoder), **exp["autoencoder"]},
         "seed": config["seed"],
     }
 
