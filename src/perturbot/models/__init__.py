@@ -3,8 +3,20 @@
 from __future__ import annotations
 
 from importlib import import_module
+from typing import TYPE_CHECKING
 
-from perturbot.models.base import NotFittedError, PerturbationModel
+if TYPE_CHECKING:
+    from perturbot.models.base import NotFittedError, PerturbationModel
+
+
+def __getattr__(name: str):
+    """The base classes load on first use, so that reading a ModelSpec (perturbot.config) needs no torch."""
+    if name in ("NotFittedError", "PerturbationModel"):
+        from perturbot.models import base
+
+        return getattr(base, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 # name -> "module:Class"; imported lazily so that light models need no torch start-up.
 _REGISTRY: dict[str, str] = {
