@@ -394,3 +394,31 @@ def test_affine_start_of_both_potentials(init):
         back = trainer.f.gradient(torch.from_numpy(tx).float().unsqueeze(0))[0].double().numpy()
     np.testing.assert_allclose(tx, problem.test[:200] @ matrix.T + shift, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(back, problem.test[:200], rtol=1e-3, atol=1e-3)
+
+
+def test_fast_preset_does_not_explode_on_an_unseen_population():
+    """Trained on two of three uncentred populations, the map of the third stays finite and beats identity."""
+    from perturbot.data.synthetic import ConvexGradientMap
+
+    rng = np.random.default_rng(0)
+    d = 8
+    means = 4.0 + rng.normal(size=(3, d))
+    loadings = rng.normal(scale=0.6, size=(3, d, 3))
+
+    def draw(n: int, pops: tuple[int, ...]) -> np.ndarray:
+        pop = np.asarray(pops)[rng.integers(0, len(pops), n)]
+        x = means[pop] + np.einsum("ndk,nk->nd", loadings[pop], rng.normal(size=(n, 3)))
+        return (x + rng.normal(scale=0.3, size=(n, d))).astype(np.float32)
+
+    A = _spd(rng, d) * 0.5 + 0.5 * np.eye(d)
+    w = rng.normal(size=(2, d))
+    w /= np.linalg.norm(w, axis=1, keepdims=True)
+    truth = ConvexGradientMap((A + A.T) / 2, rng.normal(size=d), np.array([2.0, 3.0]), w, draw(500, (0, 1)) @ w.T)
+    truth.beta = np.median(truth.beta, axis=0)
+    source, target, unseen = draw(2000, (0, 1)), truth(draw(1500, (0, 1))).astype(np.float32), draw(500, (2,))
+    model = CellOT(preset="fast", n_iters=300, device="cpu").fit(source, target)
+    predicted = model.transport(unseen)
+    assert np.isfinite(predicted).all()
+    rmse = float(np.sqrt(((predicted - truth(unseen)) ** 2).sum(1).mean()))
+    identity = float(np.sqrt(((unseen - truth(unseen)) ** 2).sum(1).mean()))
+    assert rmse < 0.5 * identity, (rmse, identity)
