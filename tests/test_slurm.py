@@ -34,7 +34,8 @@ BINARIES = ["slurmctld", "slurmd", "sbatch", "squeue", "scontrol", "munged"]
 SLURM_ETC = Path("/etc/slurm")
 MUNGE_RUN = Path("/run/munge")
 # MinJobAge keeps finished jobs visible to squeue (status checks) and scontrol
-# (the assertions) for 5 minutes; it must exceed 3x the first status-check delay.
+# (the assertions) for 30 minutes: longer than the whole run on a loaded machine,
+# and more than 3x the first status-check delay.
 STATUS_DELAY_S = 2
 SLURM_CONF = """\
 ClusterName=perturbot
@@ -55,7 +56,7 @@ SelectTypeParameters=CR_Core_Memory
 AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none
 JobCompType=jobcomp/none
-MinJobAge=300
+MinJobAge=1800
 ReturnToService=2
 SlurmdParameters=config_overrides
 GresTypes=gpu
