@@ -200,3 +200,43 @@ def test_progress_command_lists_running_and_interrupted_jobs(tmp_path, capsys):
     assert cli(["progress", str(tmp_path), "--all"]) == 0
     assert "autoencoders/abc" in capsys.readouterr().out
     assert cli(["progress", str(tmp_path / "missing")]) == 2
+
+
+# ------------------------------------------------------------ configuration
+
+
+def test_top_level_patience_reaches_models_that_take_it_unless_overridden():
+    from helpers import small_features_config
+
+    from perturbot.config import model_specs
+
+    config = small_features_config(models=["identity", "w1ot", "cae"], model_params={"cae": {"patience": 2}})
+    config["patience"] = 7
+    specs = {s.label: s.params for s in model_specs(config, "toy_iid")}
+    assert specs["w1ot"]["patience"] == 7 and specs["cae"]["patience"] == 2
+    assert "patience" not in specs["identity"]
+    config["patience"] = None  # the paper preset: fixed budgets
+    assert "patience" not in {s.label: s.params for s in model_specs(config, "toy_iid")}["w1ot"]
+
+
+# ------------------------------------------------------------ workflow
+
+
+@pytest.mark.slow
+def test_workflow_training_logs_progress_and_writes_the_history(tmp_path):
+    from helpers import run_workflow, small_features_config
+
+    tiny = {"n_iters": 60, "eval_every": 20, "batch_size": 32, "hidden_units": [8], "step_hidden_units": [8]}
+    config = small_features_config(models=["identity", "w1ot"], joint_training=True, model_params={"w1ot": tiny})
+    run_workflow(tmp_path, config, "--cores", "1", "results/toy_iid/models/all/w1ot/_joint/model.json")
+    log = (tmp_path / "results/toy_iid/logs/train/all/w1ot/_joint.log").read_text().splitlines()
+    lines = [line for line in log if "w1ot potential " in line or "w1ot step " in line]
+    shown = [int(line.split(" w1ot ")[1].split()[1].split("/")[0]) for line in lines]
+    assert shown == [20, 40, 60, 80, 100, 120]  # one line per evaluation, both stages counted
+    assert all("/120 (" in line and "it/s" in line and "left" in line and "best" in line for line in lines)
+    assert "val_w1" in lines[0] and "val_mmd" in lines[-1]
+    job = tmp_path / "results/toy_iid/models/all/w1ot/_joint"
+    history = pd.read_csv(job / "history.csv")
+    assert history["iteration"].drop_duplicates().tolist() == shown
+    status = json.loads((job / PROGRESS_FILE).read_text())
+    assert status["status"] == "done" and status["iteration"] == 120 and status["total"] == 120
