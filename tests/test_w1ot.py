@@ -240,6 +240,35 @@ def test_resume_equals_straight_through(tmp_path, monkeypatch, stop_after):
     assert resumed.history_.equals(reference.history_)
 
 
+@pytest.mark.parametrize("stage", ["w1ot potential", "w1ot step"])
+def test_sigterm_checkpoints_the_moment_and_resumes(tmp_path, monkeypatch, stage):
+    import os
+    import signal
+
+    x, y = _pair()
+    kw = {**KW, "checkpoint_every": 10**9}  # no periodic checkpoint: only the one written on the signal
+    reference = W1OT(**kw).fit(x, y)
+    original = training.Progress.record
+
+    def record_then_signal(self, iteration, rows, score, losses=None):
+        improved = original(self, iteration, rows, score, losses)
+        if self.what == stage and iteration == kw["eval_every"]:
+            os.kill(os.getpid(), signal.SIGTERM)  # the handler only sets a flag
+        return improved
+
+    path = tmp_path / "ckpt.pt"
+    monkeypatch.setattr(training.Progress, "record", record_then_signal)
+    with pytest.raises(training.TrainingInterrupted) as stop:
+        W1OT(**kw).fit(x, y, checkpoint=path)
+    monkeypatch.setattr(training.Progress, "record", original)
+    assert stop.value.code == 128 + signal.SIGTERM
+    state = torch.load(path, weights_only=True)
+    assert state["stage"] == stage.split()[1] and state["iteration"] == kw["eval_every"]
+    resumed = W1OT(**kw).fit(x, y, checkpoint=path)
+    assert np.array_equal(resumed.transport(x), reference.transport(x))
+    assert resumed.history_.equals(reference.history_)
+
+
 @pytest.mark.slow
 def test_fit_many_learns_each_perturbation():
     rng = np.random.default_rng(0)
