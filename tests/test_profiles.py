@@ -41,3 +41,11 @@ def test_slurm_sends_only_training_to_the_gpu_partition():
 def test_slurm_profile_runs_jobs_in_the_conda_envs_and_the_workstation_one_in_the_running_python():
     assert SLURM["software-deployment-method"] == "conda"
     assert "software-deployment-method" not in DEFAULT and "use-conda" not in DEFAULT
+
+
+def test_commands_in_readme_and_configs_give_the_slurm_profile_as_workflow_profile():
+    """`--profile profiles/slurm` would keep profiles/default loaded on top (docs/cluster.md says why)."""
+    for path in [REPO / "README.md", *sorted((REPO / "configs").glob("*.yaml")), REPO / "config.yaml"]:
+        for line in path.read_text().splitlines():
+            if re.search(r"--profile[ =]profiles/slurm", line):
+                assert "--workflow-profile none" in line, f"{path.name}: {line.strip()}"
