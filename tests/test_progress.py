@@ -239,3 +239,23 @@ def test_workflow_training_logs_progress_and_writes_the_history(tmp_path):
     assert history["iteration"].drop_duplicates().tolist() == shown
     status = json.loads((job / PROGRESS_FILE).read_text())
     assert status["status"] == "done" and status["iteration"] == 120 and status["total"] == 120
+
+
+def test_paper_preset_trains_fixed_budgets_and_the_default_has_patience():
+    import yaml
+    from snakemake.utils import validate
+
+    from perturbot.data.catalog import resolve_catalog_entries
+    from perturbot.config import model_specs
+
+    schema = str(REPO / "workflow" / "schemas" / "config.schema.yaml")
+    paper = yaml.safe_load((REPO / "configs" / "paper.yaml").read_text())
+    resolve_catalog_entries(paper, str(REPO / "resources" / "datasets.yaml"))
+    validate(paper, schema=schema)
+    assert paper["patience"] is None
+    for experiment in paper["experiments"]:
+        for spec in model_specs(paper, experiment):
+            assert spec.params.get("patience") in (None, 0), (experiment, spec.label)
+    demo = yaml.safe_load((REPO / "config.yaml").read_text())
+    validate(demo, schema=schema)
+    assert demo["patience"] == 10
