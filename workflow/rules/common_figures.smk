@@ -4,6 +4,8 @@ from perturbot.data.toy2d import DATASETS as TOY_DATASETS
 from perturbot.slugs import slugify
 
 OT_KINDS = ("cellot", "w1ot")
+#: Models with transport figures of their own (clustergram, vector field): the OT models and the closed-form Gaussian map.
+TRANSPORT_FIGURE_KINDS = (*OT_KINDS, "gaussian_ot")
 #: Figures of one experiment beside the per-perturbation and per-OT-model ones.
 EXPERIMENT_FIGURES = ("mmd_boxplot", "marginals")
 
@@ -12,7 +14,7 @@ def figure_targets(experiment):
     """Figures of one experiment built by default (per-perturbation names need its prepared data)."""
     targets = [f"results/{experiment}/figures/{name}.pdf" for name in EXPERIMENT_FIGURES]
     targets += [f"results/{experiment}/figures/umap_{p}.pdf" for p in figure_perturbations(experiment)]
-    for label in ot_labels(experiment):
+    for label in transport_figure_labels(experiment):
         targets.append(f"results/{experiment}/figures/clustergram_{label}.pdf")
         targets.append(f"results/{experiment}/figures/vector_field_{label}.pdf")
     if draws_iid_vs_holdout(experiment):
@@ -55,6 +57,10 @@ def run_label(experiment, run):
 
 def ot_labels(experiment):
     return [label for label, s in SPECS[experiment].items() if s.model in OT_KINDS]
+
+
+def transport_figure_labels(experiment):
+    return [label for label, s in SPECS[experiment].items() if s.model in TRANSPORT_FIGURE_KINDS]
 
 
 def draws_iid_vs_holdout(experiment):
