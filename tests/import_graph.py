@@ -246,8 +246,10 @@ class _Walk:
             elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
                 if node.id == "import_module":
                     registry_strings = True
-                if node.id in defs and defs[node.id] is not None:
-                    self._use_def(module, node.id) if not module.startswith("__script__") else self._visit_local(module, node.id, defs, bindings, skip)
+                if node.id in defs and module.startswith("__script__."):
+                    self._visit_local(module, node.id, defs, bindings, skip)
+                elif node.id in defs:
+                    self._use_def(module, node.id)
                 elif node.id in bindings:
                     self._use(*bindings[node.id])
             elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in bindings:
