@@ -3,7 +3,7 @@
 from perturbot.data.toy2d import DATASETS as TOY_DATASETS
 from perturbot.slugs import slugify
 
-OT_KINDS = ("cellot", "w1ot")
+OT_KINDS = ("cellot", "w1ot", "otfm")
 #: Models with transport figures of their own (clustergram, vector field): the OT models and the closed-form Gaussian map.
 TRANSPORT_FIGURE_KINDS = (*OT_KINDS, "gaussian_ot")
 #: Figures of one experiment beside the per-perturbation and per-OT-model ones.
