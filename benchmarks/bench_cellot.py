@@ -1,199 +1,221 @@
-"""CellOT speed and time-to-quality, and its accuracy on Gaussians with a closed-form map.
+"""CellOT presets on ground truth: speed, time to the paper settings' per-cell error, Gaussians, OOD.
 
-Tables:
+Tables (print ``uptime``'s load average with them: timings taken on a loaded
+machine are not results):
 
-1. seconds per 1,000 iterations (paper settings, 48 features, 2,500 cells a
-   side) for 1 and for 8 perturbations trained together, with 1 and 2 threads;
-2. time to quality on a 48-feature synthetic problem with a known W2 map
-   (source: a Gaussian mixture; each perturbation ``x -> A x + b`` with ``A``
-   symmetric positive definite, the gradient of a convex function, hence the
-   W2 map): iterations and seconds to reach a target validation MMD, the
-   per-cell error of the kept weights against the truth (L2-UVP), with and
-   without convergence-based stopping (``patience``);
-3. L2-UVP of the learned map between Gaussians in dimensions 2 to 64 (paper
-   settings, shorter iteration budget).
+1. presets: for ``preset="paper"`` and ``preset="fast"``, 1 and 8
+   perturbations trained together, on convex-potential ground truth
+   (``benchmarks/cellot_truth.py``; 48 features, 3,000 control and 2,000
+   perturbed training cells): seconds per 1,000 iterations, iterations and
+   seconds until the current map first reaches the paper preset's best
+   per-cell error (gt_rmse) within its budget, the final gt_rmse (kept
+   weights), and the L2-UVP (%) of the 8-d Gaussian map;
+2. candidates: each of the fast preset's choices alone on top of the paper
+   settings, and all together, on several dimensions and seeds (best and final
+   gt_rmse, iterations to the paper's best, which weights validation MMD and
+   the dual W2 estimate would select);
+3. out of distribution: trained on two of three control populations, gt_rmse
+   on the third against identity's.
 
-The references are the issue's measurements on this CPU class: the authors'
-code, 77 s per 1,000 iterations; a plain tensor re-implementation, 48 s.
-Seconds to target are iterations to target times the measured rate of table
-1 (the rate is constant along training), so they do not depend on the load
-during the long runs. Print ``uptime``'s load average alongside: the machine
-is shared.
+Seconds to target are iterations to target times the rate measured in a
+separate timed run with validation off, so they do not depend on the
+per-evaluation scoring the benchmark adds. 2 torch threads unless
+``--threads``.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
-from scipy.linalg import sqrtm
 
-from perturbot import training
-from perturbot.models.cellot import CellOT
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-AUTHORS_S_PER_1000 = 77.0
-PLAIN_S_PER_1000 = 48.0
-N_FEATURES = 48
+from cellot_truth import ConvexProblem, trace_fit  # noqa: E402
+from perturbot.models.cellot import CellOT  # noqa: E402
 
-
-def _spd(rng: np.random.Generator, d: int, low: float, high: float) -> np.ndarray:
-    q, _ = np.linalg.qr(rng.normal(size=(d, d)))
-    return q @ np.diag(rng.uniform(low, high, d)) @ q.T
-
-
-class AffineProblem:
-    """Control cells from a 3-component Gaussian mixture; perturbation p maps x -> A_p x + b_p."""
-
-    def __init__(self, n_perturbations: int, d: int = N_FEATURES, n: int = 2500, seed: int = 0) -> None:
-        rng = np.random.default_rng(seed)
-        # roughly standardised features, as in the latent spaces CellOT runs in
-        self.centres = rng.normal(scale=0.5, size=(3, d))
-        self.mix = _spd(rng, d, 0.3, 1.0)
-        self.rng = rng
-        self.maps = [(_spd(rng, d, 0.5, 1.5), rng.normal(scale=0.5, size=d)) for _ in range(n_perturbations)]
-        self.names = [f"pert{p}" for p in range(n_perturbations)]
-        self.source = self._draw(n)
-        self.targets = {name: self.true_map(name, self._draw(n)) for name in self.names}
-        self.test = self._draw(2000)
-
-    def _draw(self, n: int) -> np.ndarray:
-        comp = self.rng.integers(0, len(self.centres), n)
-        return (self.centres[comp] + self.rng.normal(size=(n, self.mix.shape[0])) @ self.mix).astype(np.float32)
-
-    def true_map(self, name: str, x: np.ndarray) -> np.ndarray:
-        A, b = self.maps[self.names.index(name)]
-        return (x @ A + b).astype(np.float32)
-
-    def l2_uvp(self, model: CellOT, name: str) -> float:
-        truth = self.true_map(name, self.test)
-        total_var = float(np.trace(np.cov(self.targets[name].T)))
-        return float(100 * ((model.transport(self.test, name) - truth) ** 2).sum(1).mean() / total_var)
-
-    def mmd_floor(self, name: str, n: int = 500) -> float:
-        """Validation MMD of the true map itself: the sampling-noise floor at this validation size."""
-        x = torch.from_numpy(self.true_map(name, self._draw(n)))
-        y = torch.from_numpy(self.true_map(name, self._draw(n)))
-        return float(training.mmd_rbf_torch(x, y))
-
-
-def _fit(problem: AffineProblem, **params) -> tuple[CellOT, float]:
-    model = CellOT(device="cpu", **params)
-    start = time.perf_counter()
-    model.fit_many(problem.source, problem.targets)
-    return model, time.perf_counter() - start
-
-
-def seconds_per_1000(n_perturbations: int, threads: int, iters: int, repeats: int) -> float:
-    """Best of ``repeats`` timed runs (the machine is shared), validation excluded."""
-    problem = AffineProblem(n_perturbations)
-    torch.set_num_threads(threads)
-    _fit(problem, n_iters=2, eval_every=10**9)  # warm-up
-    best = min(_fit(problem, n_iters=iters, eval_every=10**9)[1] for _ in range(repeats))
-    return 1000 * best / iters
-
-
-def time_to_quality(n_perturbations: int, n_iters: int, patience: int | None, rate: float) -> dict:
-    """Train with the paper's settings; find when each perturbation first reaches its target MMD."""
-    problem = AffineProblem(n_perturbations)
-    floors = {name: problem.mmd_floor(name) for name in problem.names}
-    model, wall = _fit(problem, n_iters=n_iters, patience=patience)
-    hist = model.history_
-    reached = []
-    for name in problem.names:
-        rows = hist[(hist["perturbation"] == name) & (hist["val_mmd"] <= 2 * floors[name])]
-        reached.append(int(rows["iteration"].iloc[0]) if len(rows) else None)
-    to_target = None if None in reached else max(reached)
-    uvp = [problem.l2_uvp(model, name) for name in problem.names]
-    identity = [
-        float(100 * ((problem.test - problem.true_map(n, problem.test)) ** 2).sum(1).mean()
-              / np.trace(np.cov(problem.targets[n].T)))
-        for n in problem.names
-    ]
-    return {
-        "P": n_perturbations,
-        "patience": patience,
-        "iters_run": model.n_iter_,
-        "wall_s": wall,
-        "iters_to_target": to_target,
-        "s_to_target_per_pert": None if to_target is None else to_target * rate / 1000 / n_perturbations,
-        "best_iter_median": int(np.median(model.best_iteration_)),
-        "best_val_mmd": float(hist.groupby("perturbation")["val_mmd"].min().mean()),
-        "target_mmd": float(2 * np.mean(list(floors.values()))),
-        "uvp_mean": float(np.mean(uvp)),
-        "uvp_max": float(np.max(uvp)),
-        "identity_uvp": float(np.mean(identity)),
-    }
-
-
-def gaussian_uvp(d: int, n_iters: int, seed: int = 0) -> tuple[float, float]:
-    """L2-UVP (%) of the learned map N(m1,S1) -> N(m2,S2) against the closed form, and the fit's seconds."""
-    rng = np.random.default_rng(seed)
-    S1, S2 = _spd(rng, d, 0.5, 2.0), _spd(rng, d, 0.5, 2.0)
-    m1, m2 = rng.normal(size=d), rng.normal(size=d)
-    r1 = np.real(sqrtm(S1))
-    r1_inv = np.linalg.inv(r1)
-    A = r1_inv @ np.real(sqrtm(r1 @ S2 @ r1)) @ r1_inv
-    x, y, test = (rng.multivariate_normal(m, S, 4000).astype(np.float32) for m, S in ((m1, S1), (m2, S2), (m1, S1)))
-    start = time.perf_counter()
-    model = CellOT(n_iters=n_iters, device="cpu").fit(x, y)
-    seconds = time.perf_counter() - start
-    truth = (test - m1) @ A.T + m2
-    return float(100 * ((model.transport(test) - truth) ** 2).sum(1).mean() / np.trace(S2)), seconds
+#: The fast preset's choices, each alone on top of the paper settings.
+CANDIDATES: dict[str, dict] = {
+    "paper": {},
+    "+ standardize": dict(standardize=True),
+    "+ identity init": dict(init="identity"),
+    "+ Gaussian init": dict(init="gaussian"),
+    "+ lr 1e-3, 2 g steps": dict(lr=1e-3, n_inner_iters=2),
+    "+ eval 100, patience 10": dict(eval_every=100, patience=10),
+    "fast (all)": dict(preset="fast"),
+}
 
 
 def _load() -> str:
     return "load average %.2f %.2f %.2f" % os.getloadavg()
 
 
-def main(quick: bool = False) -> None:
-    print(f"# CellOT benchmark ({'quick' if quick else 'full'}), {_load()}, torch {torch.__version__}")
-    iters1, iters8, repeats = (20, 5, 2) if quick else (100, 25, 3)
-    print("\n## Seconds per 1,000 iterations (paper settings, 48 features, 2,500 cells a side)")
-    print(f"{'P':>3} {'threads':>7} {'s/1000 it':>10} {'per pert':>9} {'vs authors (77 s)':>18} {'vs plain (48 s)':>16}")
-    rates = {}
-    for P, iters in ((1, iters1), (8, iters8)):
-        for threads in (1, 2):
-            rate = seconds_per_1000(P, threads, iters, repeats)
-            rates[P] = min(rates.get(P, np.inf), rate)
-            per = rate / P
-            print(f"{P:>3} {threads:>7} {rate:>10.1f} {per:>9.1f} {AUTHORS_S_PER_1000 / per:>17.1f}x "
-                  f"{PLAIN_S_PER_1000 / per:>15.1f}x")
-    print(f"({_load()})")
+def _model(budget: int, **params) -> CellOT:
+    params = {"n_iters": budget, **params}
+    return CellOT(device="cpu", **params)
 
-    torch.set_num_threads(1)
-    budgets = {1: 600, 8: 250} if quick else {1: 10_000, 8: 5_000}
-    print("\n## Time to quality (paper settings; target: validation MMD <= 2 x the true map's; 1 thread)")
-    cols = ["P", "patience", "iters_run", "wall_s", "iters_to_target", "s_to_target_per_pert",
-            "best_iter_median", "best_val_mmd", "target_mmd", "uvp_mean", "uvp_max", "identity_uvp"]
-    print(" ".join(f"{c:>{max(8, len(c))}}" for c in cols))
-    for P, budget in budgets.items():
-        for patience in (None, 8):
-            row = time_to_quality(P, budget, patience, rates[P])
-            print(" ".join(f"{_fmt(row[c]):>{max(8, len(c))}}" for c in cols))
-    print("(seconds to target = iterations to target x the best rate above / P; "
-          f"authors' code: best per-cell error after ~7,500 iterations, ~577 s; {_load()})")
 
-    dims, n_iters = ((2, 8), 1000) if quick else ((2, 4, 8, 16, 32, 64), 5000)
-    print(f"\n## L2-UVP (%) Gaussian -> Gaussian, paper settings, {n_iters} iterations, 1 thread")
-    print(f"{'dim':>4} {'L2-UVP %':>9} {'seconds':>8}")
-    for d in dims:
-        uvp, seconds = gaussian_uvp(d, n_iters)
-        print(f"{d:>4} {uvp:>9.2f} {seconds:>8.1f}")
-    print(f"({_load()})")
+def seconds_per_1000(problem: ConvexProblem, iters: int, repeats: int = 2, **params) -> float:
+    """Best of ``repeats`` timed runs (validation off), seconds per 1,000 iterations."""
+    params = {**params, "eval_every": 10**9, "patience": 0}
+    _model(2, **params).fit_many(problem.source, problem.targets)  # warm-up
+    best = np.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        _model(iters, **params).fit_many(problem.source, problem.targets)
+        best = min(best, time.perf_counter() - start)
+    return 1000 * best / iters
+
+
+def run(problem: ConvexProblem, budget: int, **params) -> dict:
+    """Train once, tracing the current map's gt_rmse at every validation."""
+    model, wall, curve = trace_fit(_model(budget, **params), problem)
+    score = [problem.gt_rmse(lambda x, n=n: model.transport(x, n), n, problem.test_train) for n in problem.maps]
+    hist = model.history_.groupby("iteration")[["val_mmd", "val_w2"]].mean()
+    at = dict(curve)
+    return {
+        "curve": curve,
+        "final": float(np.mean(score)),
+        "best": min(e for _, e in curve),
+        "iters": model.n_iter_,
+        "wall": wall,
+        "sel_mmd": at[int(hist["val_mmd"].idxmin())],
+        "sel_w2": at[int(hist["val_w2"].idxmax())],
+        "last": curve[-1][1],
+        "model": model,
+    }
+
+
+def first_reach(curve: list[tuple[int, float]], target: float) -> int | None:
+    return next((i for i, e in curve if e <= target + 1e-9), None)
+
+
+def gaussian_uvp(d: int, budget: int, seed: int = 0, **params) -> float:
+    """L2-UVP (%) of the learned map N(m1,S1) -> N(m2,S2) against the closed form."""
+    rng = np.random.default_rng(seed)
+
+    def spd() -> np.ndarray:
+        q, _ = np.linalg.qr(rng.normal(size=(d, d)))
+        return q @ np.diag(rng.uniform(0.5, 2.0, d)) @ q.T
+
+    S1, S2 = spd(), spd()
+    m1, m2 = rng.normal(size=d), rng.normal(size=d)
+    w, v = np.linalg.eigh(S1)
+    r1, r1_inv = (v * np.sqrt(w)) @ v.T, (v / np.sqrt(w)) @ v.T
+    w2, v2 = np.linalg.eigh(r1 @ S2 @ r1)
+    A = r1_inv @ ((v2 * np.sqrt(w2)) @ v2.T) @ r1_inv
+    x, y, test = (rng.multivariate_normal(m, S, 4000).astype(np.float32) for m, S in ((m1, S1), (m2, S2), (m1, S1)))
+    model = _model(budget, **params).fit(x, y)
+    truth = (test - m1) @ A.T + m2
+    return float(100 * ((model.transport(test) - truth) ** 2).sum(1).mean() / np.trace(S2))
 
 
 def _fmt(value) -> str:
     if value is None:
         return "-"
     if isinstance(value, float):
-        return f"{value:.4f}" if abs(value) < 1 else f"{value:.1f}"
+        return f"{value:.3f}" if abs(value) < 10 else f"{value:.1f}"
     return str(value)
+
+
+def _row(cells: list, widths: list[int]) -> str:
+    return " ".join(f"{_fmt(c):>{w}}" for c, w in zip(cells, widths))
+
+
+def presets_table(budgets: dict[str, int], d: int, rate_iters: int, uvp_budgets: dict[str, int]) -> None:
+    cols = ["preset", "P", "s/1000 it", "paper best", "iters to it", "s to it", "iters run", "final gt_rmse",
+            "identity", "uvp 8-d %"]
+    widths = [7, 3, 10, 11, 11, 9, 10, 14, 9, 10]
+    print(f"\n## Presets, {d} features, convex-potential truth, paper budget {budgets['paper']} iterations")
+    print(_row(cols, widths))
+    uvp = {name: gaussian_uvp(8, uvp_budgets[name], preset=name) for name in ("paper", "fast")}
+    for P in (1, 8):
+        problem = ConvexProblem(d, seed=0, n_perturbations=P)
+        identity = np.mean([problem.gt_rmse(lambda x: x, n, problem.test_train) for n in problem.maps])
+        results = {name: run(problem, budgets[name] // (1 if P == 1 else 2), preset=name) for name in ("paper", "fast")}
+        target = results["paper"]["best"]
+        for name, res in results.items():
+            rate = seconds_per_1000(problem, rate_iters if name == "paper" else 5 * rate_iters, preset=name)
+            reach = first_reach(res["curve"], target)
+            seconds = None if reach is None else reach * rate / 1000
+            print(_row([name, P, rate, target, reach, seconds, res["iters"], res["final"], float(identity),
+                        uvp[name]], widths))
+    print(f"({_load()}; 'paper best': lowest gt_rmse of the paper preset's map at any validation)")
+
+
+def candidates_table(dims: tuple[int, ...], seeds: tuple[int, ...], budget: int, fast_budget: int, kind: str) -> None:
+    cols = ["candidate", "d", "seed", "best", "final", "iters to paper best", "iters run", "sel MMD", "sel W2",
+            "last"]
+    widths = [24, 3, 4, 7, 7, 19, 9, 7, 7, 7]
+    print(f"\n## Candidates ({kind} truth; paper budget {budget}, others {fast_budget} iterations; gt_rmse)")
+    print(_row(cols, widths))
+    for d in dims:
+        for seed in seeds:
+            problem = ConvexProblem(d, seed=seed, kind=kind)
+            identity = problem.gt_rmse(lambda x: x, "pert0", problem.test_train)
+            target = None
+            for name, params in CANDIDATES.items():
+                res = run(problem, budget if name == "paper" else fast_budget, **params)
+                if name == "paper":
+                    target = res["best"]
+                reach = first_reach(res["curve"], target)
+                print(_row([name, d, seed, res["best"], res["final"], reach, res["iters"], res["sel_mmd"],
+                            res["sel_w2"], res["last"]], widths))
+            print(f"{'identity':>24} {d:>3} {seed:>4} {identity:>7.3f}")
+    print(f"({_load()}; sel MMD / sel W2: gt_rmse of the weights at the lowest validation MMD / "
+          "highest validation W2 estimate; last: the final weights)")
+
+
+def ood_table(d: int, budgets: dict[str, int], seeds: tuple[int, ...]) -> None:
+    print(f"\n## Out of distribution: trained on populations 0 and 1, gt_rmse on population 2 ({d} features)")
+    print(f"{'seed':>4} {'identity':>9} {'paper':>9} {'fast':>9} {'fast i.i.d.':>11}")
+    for seed in seeds:
+        problem = ConvexProblem(d, seed=seed, train_populations=(0, 1))
+        unseen = problem.test[2]
+        scores = {"identity": problem.gt_rmse(lambda x: x, "pert0", unseen)}
+        for name in ("paper", "fast"):
+            model = _model(budgets[name], preset=name).fit_many(problem.source, problem.targets)
+            scores[name] = problem.gt_rmse(lambda x, m=model: m.transport(x, "pert0"), "pert0", unseen)
+            if name == "fast":
+                scores["iid"] = problem.gt_rmse(lambda x, m=model: m.transport(x, "pert0"), "pert0", problem.test_train)
+        print(f"{seed:>4} {scores['identity']:>9.3f} {_fmt(scores['paper']):>9} {_fmt(scores['fast']):>9} "
+              f"{scores['iid']:>11.3f}")
+    print(f"(paper preset {budgets['paper']} iterations, fast preset at most {budgets['fast']}; {_load()})")
+
+
+def main(quick: bool = False, only: tuple[str, ...] = ("presets", "candidates", "ood"), threads: int = 2) -> None:
+    torch.set_num_threads(threads)
+    print(f"# CellOT presets ({'quick' if quick else 'full'}), {threads} threads, {_load()}, torch {torch.__version__}")
+    if "presets" in only:
+        presets_table(
+            budgets={"paper": 600 if quick else 10_000, "fast": 600 if quick else 5_000},
+            d=48,
+            rate_iters=20 if quick else 100,
+            uvp_budgets={"paper": 500 if quick else 5_000, "fast": 300 if quick else 5_000},
+        )
+    if "candidates" in only:
+        for kind in ("gated", "piecewise"):
+            candidates_table(
+                dims=(8, 48) if quick else (8, 16, 48),
+                seeds=(0,) if quick else (0, 1),
+                budget=400 if quick else 5_000,
+                fast_budget=400 if quick else 3_000,
+                kind=kind,
+            )
+    if "ood" in only:
+        ood_table(48, {"paper": 400 if quick else 5_000, "fast": 400 if quick else 5_000}, (0,) if quick else (0, 1, 2))
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a few iterations, two dimensions")
-    main(quick=parser.parse_args().quick)
+    parser.add_argument("--quick", action="store_true", help="small budgets, one seed")
+    parser.add_argument("--only", nargs="*", default=["presets", "candidates", "ood"],
+                        choices=["presets", "candidates", "ood"])
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    main(quick=args.quick, only=tuple(args.only), threads=args.threads)
