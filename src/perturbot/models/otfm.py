@@ -45,10 +45,10 @@ class OTFlowMatching(PerturbationModel):
 
     def __init__(
         self,
-        n_iters: int = 3000,
+        n_iters: int = 500,
         batch_size: int = 256,
         lr: float = 1e-3,
-        lr_min: float = 1e-3,
+        lr_min: float = 1e-5,
         weight_decay: float = 0.0,
         hidden_units: tuple[int, ...] = (256, 256, 256),
         embedding_dim: int = 16,
@@ -166,6 +166,7 @@ class OTFlowMatching(PerturbationModel):
             best = {k: v.to(self.device_) for k, v in state["best"].items()}
             start = int(state["iteration"])
         per_step = min(int(self.perturbations_per_step or n_models), n_models)
+        mmd = None
         net.train()
         for it in range(start + 1, n_iters + 1):
             chosen = torch.arange(n_models, device=gen.device)
@@ -202,7 +203,7 @@ class OTFlowMatching(PerturbationModel):
             net.load_state_dict(best)
             final = best_mmd
         else:
-            final = self._validation_mmd(net, data)
+            final = mmd if mmd is not None else self._validation_mmd(net, data)
         net.eval()
         return torch.where(torch.isfinite(final), final, float("nan")).tolist()
 
