@@ -157,7 +157,8 @@ def metric_boxplot(
     if not shown.empty:
         _brackets(ax, shown, order, kinds)
     elif not tests.empty:
-        ax.text(0.5, 0.98, TOO_FEW, transform=ax.transAxes, ha="center", va="top", fontsize=7, color="0.35")
+        top = _make_headroom(ax, 0.1)  # keep the note clear of the data
+        ax.text(0.5, top + 0.05, TOO_FEW, transform=ax.transAxes, ha="center", va="center", fontsize=7, color="0.35")
     return tests
 
 
