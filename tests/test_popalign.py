@@ -107,7 +107,7 @@ def test_bad_inputs_and_parameters():
     with pytest.raises(ValueError, match="too few for a mixture of 3"):
         PopAlign(**FAST).fit(few, few)
     many = rng.normal(size=(60, 2))
-    for bad in ({"criterion": "aicc"}, {"embedding": "onmf"}, {"response": "full"}, {"n_components": 0},
+    for bad in ({"criterion": "aicc"}, {"embedding": "umap"}, {"response": "full"}, {"n_components": 0},
                 {"validation_fraction": 1.0}, {"reg_covar": -1.0}):
         with pytest.raises(ValueError):
             PopAlign(**{**FAST, **bad}).fit(many, many)
@@ -118,3 +118,43 @@ def test_bad_inputs_and_parameters():
     control, _ = mixture(rng, 600)
     chosen = PopAlign(n_components=[1, 3], **FAST).fit(control, control)
     assert len(chosen.control_["weights"]) == 3
+
+
+# ---------------------------------------------------------------- oNMF embedding
+def programs_data(rng: np.random.Generator, n: int, shift: bool = False):
+    """Expression from 3 disjoint gene programs (10 genes each); a cell's state is its dominant program.
+
+    With ``shift``, state c's dominant program gains a known amount (+2 activity)."""
+    labels = rng.integers(0, 3, size=n)
+    activity = rng.uniform(0.1, 0.5, size=(n, 3))
+    activity[np.arange(n), labels] += 3.0 + (2.0 if shift else 0.0)
+    programs = np.kron(np.eye(3), np.ones((1, 10))) / np.sqrt(10)  # 3 x 30, orthonormal rows
+    return activity @ programs + rng.uniform(0, 0.05, size=(n, 30)), labels, programs
+
+
+def test_onmf_recovers_disjoint_programs():
+    from perturbot.models.onmf import orthogonal_nmf, project
+
+    rng = np.random.default_rng(4)
+    x, _, programs = programs_data(rng, 600)
+    w = orthogonal_nmf(x, 3, seed=0)
+    assert w.shape == (30, 3) and (w >= 0).all()
+    np.testing.assert_allclose(np.linalg.norm(w, axis=0), 1.0)
+    # each learned program is one true program (up to order), so W'W ~ I
+    match = np.abs(programs @ w)  # true x learned cosines
+    assert sorted(match.argmax(0).tolist()) == [0, 1, 2] and match.max(0).min() > 0.98
+    h = project(w, x)
+    assert (h >= 0).all() and np.linalg.norm(x - h @ w.T) / np.linalg.norm(x) < 0.05
+
+
+def test_popalign_in_onmf_space_recovers_program_shifts():
+    rng = np.random.default_rng(5)
+    control, labels, programs = programs_data(rng, 900)
+    perturbed, _, _ = programs_data(rng, 900, shift=True)
+    model = PopAlign(embedding="onmf", embedding_dim=3, **FAST).fit(control, perturbed)
+    pred = model.transport(control)
+    # each state's dominant program rises by 2 (in gene space: 2 x that program's unit vector)
+    for c in range(3):
+        np.testing.assert_allclose((pred - control)[labels == c].mean(0), 2.0 * programs[c], atol=0.1)
+    with pytest.raises(ValueError, match="negative values"):
+        PopAlign(embedding="onmf", **FAST).fit(control - 1.0, perturbed)

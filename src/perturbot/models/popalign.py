@@ -22,8 +22,10 @@ that recipe; choices the published code leaves open are documented in
   (PopAlign's delta mu); ``response="gaussian"`` instead applies the W2 map
   between the two components' Gaussians, which also carries the covariance change;
 - embedding: ``none`` (the features themselves, the CellOT code's non-oNMF
-  branch) or ``pca`` (PopAlign's other feature type); the mixtures live there,
-  and responses are mapped back to feature space by the PCA loadings.
+  branch), ``onmf`` (PopAlign's default: non-negative gene programs, for
+  expression data; :mod:`perturbot.models.onmf`) or ``pca`` (PopAlign's other
+  feature type); the mixtures live there, and responses are mapped back to
+  feature space by the programs or the PCA loadings.
 """
 
 from __future__ import annotations
@@ -37,11 +39,11 @@ import torch
 from perturbot.models.base import PerturbationModel, as_float_array
 from perturbot.models.gaussian_ot import gaussian_map_matrix
 
-EMBEDDINGS = ("none", "pca")
+EMBEDDINGS = ("none", "onmf", "pca")
 RESPONSES = ("mean", "gaussian")
 CRITERIA = ("aic", "bic")
 #: PopAlign's calc_reg_covar divisor per feature type (its oNMF divisor stands for the identity embedding).
-REG_COVAR_DIVISOR = {"none": 100.0, "pca": 500.0}
+REG_COVAR_DIVISOR = {"none": 100.0, "onmf": 100.0, "pca": 500.0}
 
 
 def jeffreys_divergence(mu1: np.ndarray, cov1: np.ndarray, mu2: np.ndarray, cov2: np.ndarray) -> float:
@@ -139,6 +141,14 @@ class PopAlign(PerturbationModel):
 
     # --------------------------------------------------------------- fitting
     def _fit_embedding(self, cells: np.ndarray) -> None:
+        if self.embedding == "onmf":
+            from perturbot.models.onmf import orthogonal_nmf
+
+            # programs are not centred: expression is factorised as it is
+            self.embedding_mean_ = np.zeros(cells.shape[1])
+            k = min(self.embedding_dim, *cells.shape)
+            self.embedding_basis_ = orthogonal_nmf(cells, k, seed=self.seed)
+            return
         self.embedding_mean_ = cells.mean(axis=0)
         if self.embedding == "none":
             self.embedding_basis_ = None
@@ -149,12 +159,17 @@ class PopAlign(PerturbationModel):
         self.embedding_basis_ = PCA(n_components=k, random_state=self.seed).fit(cells).components_.T
 
     def embed(self, x: np.ndarray) -> np.ndarray:
-        """Cells in the space where the mixtures live (features, or PCA coordinates)."""
+        """Cells in the space where the mixtures live (features, oNMF coefficients or PCA coordinates)."""
+        if self.embedding == "onmf":
+            from perturbot.models.onmf import check_non_negative, project
+
+            check_non_negative(np.asarray(x), "x")
+            return project(self.embedding_basis_, x)
         centred = np.asarray(x, dtype=np.float64) - self.embedding_mean_
         return centred if self.embedding_basis_ is None else centred @ self.embedding_basis_
 
     def _to_features(self, delta: np.ndarray) -> np.ndarray:
-        """A displacement in embedding space, as one in feature space."""
+        """A displacement in embedding space, as one in feature space (x ~ z W' for oNMF and PCA alike)."""
         return delta if self.embedding_basis_ is None else delta @ self.embedding_basis_.T
 
     def _fit_mixture(self, z: np.ndarray, reg: float, what: str, rng: np.random.Generator) -> dict[str, np.ndarray]:
