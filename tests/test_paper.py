@@ -84,7 +84,7 @@ def test_every_paper_experiment_runs_scaled_down(tmp_path):
         for name, entry in catalog["datasets"].items():
             holdouts = next(
                 (e.get("holdouts", []) for e in config["experiments"].values()
-                 if config["datasets"][e["dataset"]].get("catalog") == name),
+                 if config["datasets"][e["dataset"]].get("catalog") == name and e.get("holdouts")),
                 entry.get("holdouts", []),
             )
             path = tmp_path / f"{name}.h5ad"
