@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import nullcontext
 
 import numpy as np
 import pandas as pd
@@ -259,3 +260,22 @@ def test_paper_preset_trains_fixed_budgets_and_the_default_has_patience():
     demo = yaml.safe_load((REPO / "config.yaml").read_text())
     validate(demo, schema=schema)
     assert demo["patience"] == 10
+
+
+def test_live_status_says_how_the_job_ended(tmp_path):
+    def run(error: BaseException | None) -> str:
+        with pytest.raises(type(error)) if error else nullcontext():
+            with live_history(tmp_path / "history.csv", "job"):
+                Progress("toy", 10).record(5, [{"iteration": 5}], score=1.0)
+                if error:
+                    raise error
+        return json.loads((tmp_path / PROGRESS_FILE).read_text())["status"]
+
+    assert run(None) == "done"
+    assert run(TrainingInterrupted(signal.SIGTERM)) == "interrupted"
+    assert run(FloatingPointError("diverged")) == "failed"
+    # a model that never reports (identity, scGen) leaves no status file behind
+    (tmp_path / PROGRESS_FILE).unlink()
+    with live_history(tmp_path / "history.csv", "job"):
+        pass
+    assert not (tmp_path / PROGRESS_FILE).exists()
