@@ -202,3 +202,24 @@ def test_perturbations_per_step_samples_a_subset_and_still_learns_each():
     # each step's loss is logged only for the perturbation it drew
     last = model.history_[model.history_.iteration == 6]
     assert last["loss"].notna().sum() == 1
+
+
+# ------------------------------------------------------------ in the workflow
+@pytest.mark.slow
+def test_workflow_trains_otfm_jointly_in_the_latent_space_and_draws_its_figures(tmp_path):
+    import json
+
+    import pandas as pd
+    from helpers import run_workflow, small_counts_config
+
+    tiny = {"n_iters": 40, "eval_every": 20, "batch_size": 32, "val_size": 10}
+    config = small_counts_config(["identity", "otfm"], joint_training=True, model_params={"otfm": tiny})
+    figures = [f"results/counts_iid/figures/{name}_otfm.pdf" for name in ("vector_field", "clustergram")]
+    run_workflow(tmp_path, config, "--cores", "1", "results/counts_iid/metrics.csv", *figures)
+    metrics = pd.read_csv(tmp_path / "results/counts_iid/metrics.csv")
+    scores = metrics[(metrics.model == "otfm") & (metrics.metric == "mmd")]
+    assert len(scores) == 2 and np.isfinite(scores.value).all()  # both perturbations, from one joint model
+    saved = json.loads(next((tmp_path / "results/counts_iid/models").rglob("otfm/**/model.json")).read_text())
+    assert saved["model"] == "latent"  # wrapped around the shared autoencoder, like the other OT models
+    for figure in figures:
+        assert (tmp_path / figure).stat().st_size > 0
