@@ -68,7 +68,8 @@ def signed_rank(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
         return float("nan"), float("nan")
     if np.all(d == 0):
         return 0.0, 1.0
-    result = wilcoxon(a, b, alternative="two-sided", method="auto", zero_method="wilcox")
+    # the differences themselves, as scipy advises: x and y separately can rank round-off apart
+    result = wilcoxon(d, alternative="two-sided", method="auto", zero_method="wilcox")
     return float(result.statistic), float(result.pvalue)
 
 
