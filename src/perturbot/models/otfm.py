@@ -51,7 +51,7 @@ class OTFlowMatching(PerturbationModel):
         lr_min: float = 1e-5,
         weight_decay: float = 0.0,
         hidden_units: tuple[int, ...] = (256, 256, 256),
-        embedding_dim: int = 16,
+        embedding_dim: int = 64,
         time_frequencies: int = 0,
         coupling: str = "exact",
         sigma: float = 0.0,

@@ -21,7 +21,7 @@ class VelocityField(nn.Module):
         n_features: int,
         hidden_units: list[int] | tuple[int, ...],
         n_perturbations: int,
-        embedding_dim: int = 16,
+        embedding_dim: int = 64,
         time_frequencies: int = 8,
     ) -> None:
         super().__init__()
