@@ -443,3 +443,38 @@ def test_fast_preset_gaussian_map_and_w2():
         axis=1,
     )
     np.testing.assert_allclose(grads, model.transport(x.astype(np.float32)), rtol=0.05, atol=0.05)
+
+
+def test_progress_lines_and_a_clean_stop_on_sigterm(tmp_path, caplog):
+    """CellOT logs one progress line per evaluation, and SIGTERM saves the checkpoint it then resumes from."""
+    import logging
+    import os
+    import signal
+    import threading
+
+    from perturbot.training import Checkpoint, TrainingInterrupted
+
+    caplog.set_level(logging.INFO, logger="perturbot.training")
+    rng = np.random.default_rng(0)
+    source = rng.normal(size=(200, 4)).astype(np.float32)
+    target = (source + 1.0).astype(np.float32)
+    params = dict(hidden_units=[8], batch_size=16, eval_every=50, val_size=20, checkpoint_every=10**6, seed=0)
+    CellOT(n_iters=100, **params).fit(source, target)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("cellot ")]
+    assert [line.split()[1] for line in lines] == ["50/100", "100/100"]
+    assert "val_mmd" in lines[-1] and "best" in lines[-1]
+
+    path = tmp_path / "ckpt.pt"
+    timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGTERM))
+    timer.start()
+    with pytest.raises(TrainingInterrupted) as stop:
+        CellOT(n_iters=10**7, **params).fit(source, target, checkpoint=str(path))
+    timer.cancel()
+    assert stop.value.code == 128 + signal.SIGTERM
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # handlers restored
+    stopped = Checkpoint(path).load()["iteration"]
+    assert 0 < stopped < 10**7
+    resumed = CellOT(n_iters=stopped + 50, **params).fit(source, target, checkpoint=str(path))
+    evaluated = set(resumed.history_["iteration"])
+    assert set(range(50, stopped + 1, 50)) <= evaluated and max(evaluated) == stopped + 50  # history kept, run finished
+    assert not path.exists()  # a finished run removes its checkpoint

@@ -473,8 +473,10 @@ class _Trainer:
 
     # ----------------------------------------------------------- validation
     @torch.no_grad()
-    def _evaluate(self) -> None:
-        """Log mean losses and validation MMD / W2; keep improved weights; count stalls."""
+    def _evaluate(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log mean losses and validation MMD / W2; keep improved weights; count stalls.
+
+        Returns the validation MMD per perturbation (NaN without validation cells) and the mean losses (2, P)."""
         losses = (self.loss_sums / max(self.loss_count, 1)).cpu()
         if not torch.isfinite(losses).all():
             raise FloatingPointError(
@@ -519,6 +521,7 @@ class _Trainer:
                 val_mmd=float(mmd[p]),
                 val_w2=float(w2[p]),
             )
+        return mmd, losses
 
     def _units(self) -> tuple[float | None, torch.Tensor | None]:
         """Scale and shift back to the data's units, or (None, None) without standardisation."""
@@ -549,6 +552,7 @@ class _Trainer:
             "stalled": self.stalled,
             "best_f": self.best_f,
             "best_g": self.best_g,
+            "progress": self.progress.state_dict(),
         }
 
     def _restore(self, state: dict[str, Any]) -> None:
@@ -581,15 +585,22 @@ class _Trainer:
         if state is not None:
             self._restore(state)
         n_iters, eval_every = int(self.hp.n_iters), int(self.hp.eval_every)
-        while self.iteration < n_iters:
-            self._iterate()
-            self.iteration += 1
-            if self.iteration % eval_every == 0 or self.iteration == n_iters:
-                self._evaluate()
-                if self._converged():
-                    break
-            if self.iteration < n_iters and checkpoint.due(self.iteration):
-                checkpoint.save(self._state())
+        # log lines, the live history and a clean stop on SIGTERM/SIGINT; patience stays in _converged
+        self.progress = training.Progress("cellot", n_iters, history=self.history, score_name="val_mmd")
+        if state is not None:
+            self.progress.load_state_dict(state.get("progress"))
+        with self.progress:
+            for it in self.progress.iterations(self.iteration, n_iters, on_stop=lambda _: checkpoint.save(self._state())):
+                self._iterate()
+                self.iteration = it
+                if it % eval_every == 0 or it == n_iters:
+                    mmd, losses = self._evaluate()
+                    loss_means = {"loss_g": float(losses[0].mean()), "loss_f": float(losses[1].mean())}
+                    self.progress.record(it, [], score=mmd.numpy(), losses=loss_means)
+                    if self._converged():
+                        break
+                if it < n_iters and checkpoint.due(it):
+                    checkpoint.save(self._state())
         if self.validate:
             self.f.load_state_dict(self.best_f)
             self.g.load_state_dict(self.best_g)
