@@ -246,8 +246,10 @@ def test_cae_prediction_moves_mean_toward_perturbation(cae, cae_data):
         assert np.linalg.norm(pred.mean(0) - target.mean(0)) < 0.95 * gap, name
     with pytest.raises(ValueError, match="pass perturbation"):
         cae.transport(control)
-    with pytest.raises(KeyError, match="unknown condition"):
+    with pytest.raises(KeyError, match="unknown perturbation"):
         cae.transport(control, perturbation="c")
+    with pytest.raises(KeyError, match="unknown condition"):
+        cae.encode(control, condition="c")
 
 
 def test_cae_save_load_and_single_fit(cae, cae_data, tmp_path):

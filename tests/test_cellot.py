@@ -190,7 +190,7 @@ def test_fit_many_learns_each_perturbation():
     other = model.transport(test, perturbation="scale")
     assert 100 * ((other - truths["shift"](test)) ** 2).sum(1).mean() / target_var["shift"] > 50
     assert set(model.history_["perturbation"]) == {"shift", "scale"}
-    with pytest.raises(ValueError, match="name one of"):
+    with pytest.raises(ValueError, match="pass perturbation="):
         model.transport(test)
     with pytest.raises(ValueError, match="unknown perturbation"):
         model.transport(test, perturbation="nope")

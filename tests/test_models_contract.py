@@ -44,3 +44,17 @@ def test_contract(name, populations, tmp_path):
     loaded = PerturbationModel.load(tmp_path / name)
     assert type(loaded) is cls
     np.testing.assert_array_equal(loaded.transport(source), out)
+
+
+@pytest.mark.parametrize("name", [n for n in models.available() if models.get(n).multi_perturbation])
+def test_one_error_for_a_perturbation_not_named_or_not_trained(name, populations):
+    from perturbot.models.base import PerturbationError
+
+    source, target = populations
+    model = models.get(name)(**{**TINY.get(name, {}), "device": "cpu"})
+    model.fit_many(source, {"a": target, "b": target + 1.0})
+    with pytest.raises(PerturbationError, match="pass perturbation= one of a, b"):
+        model.transport(source)
+    with pytest.raises(PerturbationError, match="unknown perturbation 'c'; known: a, b"):
+        model.transport(source, perturbation="c")
+    assert issubclass(PerturbationError, KeyError) and issubclass(PerturbationError, ValueError)

@@ -23,6 +23,12 @@ MODEL_JSON = "model.json"
 WEIGHTS_FILE = "weights.safetensors"
 
 
+class PerturbationError(ValueError, KeyError):
+    """A perturbation a model was not trained on, or none named where several were."""
+
+    __str__ = BaseException.__str__  # KeyError would quote the message
+
+
 class NotFittedError(RuntimeError):
     """Raised when a model is used before ``fit``."""
 
@@ -109,6 +115,21 @@ class PerturbationModel:
     def _check_fitted(self) -> None:
         if not getattr(self, "n_features_in_", None):
             raise NotFittedError(f"{type(self).__name__} is not fitted yet: call fit() first")
+
+    def _perturbation_index(self, perturbation: str | None) -> int:
+        """Position of ``perturbation`` in ``perturbations_``; ``None`` names the only one."""
+        self._check_fitted()
+        names = [str(p) for p in self.perturbations_]
+        if perturbation is None:
+            if len(names) != 1:
+                raise PerturbationError(
+                    f"{type(self).__name__} was trained on {len(names)} perturbations; "
+                    f"pass perturbation= one of {', '.join(names)}"
+                )
+            return 0
+        if str(perturbation) not in names:
+            raise PerturbationError(f"unknown perturbation {perturbation!r}; known: {', '.join(names)}")
+        return names.index(str(perturbation))
 
     def _check_input(self, x: Any, name: str = "x") -> np.ndarray:
         self._check_fitted()

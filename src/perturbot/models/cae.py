@@ -77,17 +77,6 @@ class ConditionalAutoencoder(ReconstructionModel):
             )
         return 1 + self.perturbations_.index(condition)
 
-    def _resolve(self, perturbation: str | None) -> str:
-        self._check_fitted()
-        if perturbation is None:
-            if len(self.perturbations_) != 1:
-                raise ValueError(
-                    f"trained on {len(self.perturbations_)} perturbations; pass perturbation= one of "
-                    f"{', '.join(self.perturbations_)}"
-                )
-            return self.perturbations_[0]
-        return perturbation
-
     def encode(self, x: Any, condition: str = CONTROL) -> np.ndarray:
         """Latent codes of cells observed under ``condition``."""
         x = self._check_input(x)
@@ -100,7 +89,7 @@ class ConditionalAutoencoder(ReconstructionModel):
 
     def transport(self, x: Any, perturbation: str | None = None) -> np.ndarray:
         """Encode as control, decode as ``perturbation``."""
-        target = self._label(self._resolve(perturbation))
+        target = 1 + self._perturbation_index(perturbation)
         z = self._apply(self.net_.encode, self._check_input(x), 0)
         return self._apply(self.net_.decode, z, target)
 

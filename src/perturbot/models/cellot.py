@@ -186,22 +186,6 @@ class CellOT(PerturbationModel):
         return hp
 
     # ------------------------------------------------------------ inference
-    def _index(self, perturbation: str | None) -> int:
-        self._check_fitted()
-        if perturbation is None:
-            if len(self.perturbations_) != 1:
-                raise ValueError(
-                    f"this model holds {len(self.perturbations_)} perturbations; name one of "
-                    f"{self.perturbations_}"
-                )
-            return 0
-        try:
-            return self.perturbations_.index(str(perturbation))
-        except ValueError:
-            raise ValueError(
-                f"unknown perturbation {perturbation!r}; fitted ones: {self.perturbations_}"
-            ) from None
-
     def _standardise(self, x: np.ndarray) -> np.ndarray:
         return ((x - self.shift_) / self.scale_).astype(np.float32)
 
@@ -232,17 +216,17 @@ class CellOT(PerturbationModel):
 
     def transport(self, x: Any, perturbation: str | None = None) -> np.ndarray:
         """Predicted perturbed cells ``T(x) = grad g(x)``."""
-        index = self._index(perturbation)
+        index = self._perturbation_index(perturbation)
         return self._evaluate(self.g_, self._check_input(x), index, "gradient")
 
     def potential_g(self, x: Any, perturbation: str | None = None) -> np.ndarray:
         """Values of g (whose gradient is the source -> target map) at ``x``, shape (n,)."""
-        index = self._index(perturbation)
+        index = self._perturbation_index(perturbation)
         return self._evaluate(self.g_, self._check_input(x), index, "value")
 
     def potential_f(self, y: Any, perturbation: str | None = None) -> np.ndarray:
         """Values of the convex potential f (target side; grad f maps targets back) at ``y``."""
-        index = self._index(perturbation)
+        index = self._perturbation_index(perturbation)
         return self._evaluate(self.f_, self._check_input(y, "y"), index, "value")
 
     def w2_estimate(self, source: Any, target: Any, perturbation: str | None = None) -> float:
@@ -252,7 +236,7 @@ class CellOT(PerturbationModel):
         ``<x, T(x)> - f(T(x))`` as the convex conjugate f*(x). Compare with the mean
         ``transport_cost`` (the learned map's primal cost) as a consistency check.
         """
-        index = self._index(perturbation)
+        index = self._perturbation_index(perturbation)
         x = self._check_input(source, "source").astype(np.float64)
         y = self._check_input(target, "target").astype(np.float64)
         tx = self._evaluate(self.g_, x.astype(np.float32), index, "gradient").astype(np.float64)
@@ -263,7 +247,7 @@ class CellOT(PerturbationModel):
 
     def negative_weight_share(self, perturbation: str | None = None) -> float:
         """Share of g's W weights below zero (g is penalised, not clamped, towards convexity)."""
-        index = self._index(perturbation)
+        index = self._perturbation_index(perturbation)
         return float(self.g_.negative_weight_share()[index])
 
     # ---------------------------------------------------------- persistence

@@ -153,21 +153,9 @@ class GaussianOT(PerturbationModel):
         return self
 
     # -------------------------------------------------------------- predicting
-    def _index(self, perturbation: str | None) -> int:
-        if perturbation is None:
-            if len(self.perturbations_) != 1:
-                raise ValueError(
-                    f"trained on {len(self.perturbations_)} perturbations; pass perturbation= one of "
-                    f"{', '.join(self.perturbations_)}"
-                )
-            return 0
-        if perturbation not in self.perturbations_:
-            raise KeyError(f"unknown perturbation {perturbation!r}; known: {', '.join(self.perturbations_)}")
-        return self.perturbations_.index(perturbation)
-
     def transport(self, x: Any, perturbation: str | None = None) -> np.ndarray:
         x = self._check_input(x)
-        p = self.maps_[self._index(perturbation)]
+        p = self.maps_[self._perturbation_index(perturbation)]
         centred = x.astype(np.float64) - p["source_mean"]
         basis, linear = p["basis"], p["linear"]
         if basis is None:
@@ -180,7 +168,7 @@ class GaussianOT(PerturbationModel):
     def map_matrix(self, perturbation: str | None = None) -> np.ndarray:
         """The full linear part of T (features x features), x -> x @ M; for analysis."""
         self._check_fitted()
-        p = self.maps_[self._index(perturbation)]
+        p = self.maps_[self._perturbation_index(perturbation)]
         if p["basis"] is None:
             return p["linear"].copy()
         basis = p["basis"]

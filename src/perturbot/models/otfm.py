@@ -233,20 +233,10 @@ class OTFlowMatching(PerturbationModel):
         return torch.stack(out)
 
     # ----------------------------------------------------------- inference
-    def _index(self, perturbation: str | None) -> int:
-        self._check_fitted()
-        if perturbation is None:
-            if len(self.perturbations_) != 1:
-                raise ValueError(f"choose a perturbation among {self.perturbations_}")
-            return 0
-        if perturbation not in self.perturbations_:
-            raise KeyError(f"unknown perturbation {perturbation!r}; fitted: {self.perturbations_}")
-        return self.perturbations_.index(perturbation)
-
     def transport(self, x: Any, perturbation: str | None = None) -> np.ndarray:
         """Integrate dx/dt = v(x, t, p) from t = 0 to 1 (``n_steps`` steps of ``solver``)."""
         x = self._check_input(x)
-        p = self._index(perturbation)
+        p = self._perturbation_index(perturbation)
         center = torch.tensor(self.center_, dtype=torch.float32, device=self.device_)
         out = []
         for i in range(0, len(x), _INFERENCE_CHUNK):

@@ -239,18 +239,6 @@ class PopAlign(PerturbationModel):
         return max(top / REG_COVAR_DIVISOR[self.embedding], 1e-6)
 
     # ------------------------------------------------------------ predicting
-    def _index(self, perturbation: str | None) -> int:
-        if perturbation is None:
-            if len(self.perturbations_) != 1:
-                raise ValueError(
-                    f"trained on {len(self.perturbations_)} perturbations; pass perturbation= one of "
-                    f"{', '.join(self.perturbations_)}"
-                )
-            return 0
-        if perturbation not in self.perturbations_:
-            raise KeyError(f"unknown perturbation {perturbation!r}; known: {', '.join(self.perturbations_)}")
-        return self.perturbations_.index(perturbation)
-
     def assign(self, x: Any) -> np.ndarray:
         """Most probable control component of each cell."""
         z = self.embed(self._check_input(x))
@@ -260,13 +248,13 @@ class PopAlign(PerturbationModel):
     def component_shifts(self, perturbation: str | None = None) -> np.ndarray:
         """Mean response of each control component (components x features): aligned perturbed mean minus its mean."""
         self._check_fitted()
-        i = self._index(perturbation)
+        i = self._perturbation_index(perturbation)
         delta = self.perturbed_[i]["means"][self.alignment_[i]] - self.control_["means"]
         return self._to_features(delta)
 
     def transport(self, x: Any, perturbation: str | None = None) -> np.ndarray:
         x = self._check_input(x)
-        i = self._index(perturbation)
+        i = self._perturbation_index(perturbation)
         labels = self.assign(x)
         if self.response == "mean":
             return (x + self.component_shifts(perturbation)[labels]).astype(np.float32)

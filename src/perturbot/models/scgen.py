@@ -53,17 +53,7 @@ class ScGen(PerturbationModel):
 
     def shift(self, perturbation: str | None = None) -> np.ndarray:
         """The learned mean effect (features,) of ``perturbation``."""
-        self._check_fitted()
-        if perturbation is None:
-            if len(self.perturbations_) != 1:
-                raise ValueError(
-                    f"trained on {len(self.perturbations_)} perturbations; pass perturbation= one of "
-                    f"{', '.join(self.perturbations_)}"
-                )
-            return self.shifts_[0]
-        if perturbation not in self.perturbations_:
-            raise KeyError(f"unknown perturbation {perturbation!r}; known: {', '.join(self.perturbations_)}")
-        return self.shifts_[self.perturbations_.index(perturbation)]
+        return self.shifts_[self._perturbation_index(perturbation)]
 
     def transport(self, x: Any, perturbation: str | None = None) -> np.ndarray:
         x = self._check_input(x)

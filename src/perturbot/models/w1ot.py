@@ -352,19 +352,9 @@ class W1OT(PerturbationModel):
         ])
 
     # ----------------------------------------------------------- inference
-    def _index(self, perturbation: str | None) -> int:
-        self._check_fitted()
-        if perturbation is None:
-            if len(self.perturbations_) != 1:
-                raise ValueError(f"choose a perturbation among {self.perturbations_}")
-            return 0
-        if perturbation not in self.perturbations_:
-            raise KeyError(f"unknown perturbation {perturbation!r}; fitted: {self.perturbations_}")
-        return self.perturbations_.index(perturbation)
-
     def _member(self, perturbation: str | None) -> tuple[LipschitzPotential, nn.Module]:
         """phi and eta of one perturbation as single (P=1) networks, built once and cached."""
-        p = self._index(perturbation)
+        p = self._perturbation_index(perturbation)
         if p not in self._members:
             phi, eta, _ = self._build(self.n_features_in_, 1)
             phi.load_state_dict({k: v[p : p + 1] for k, v in self.potential_.state_dict().items()})
