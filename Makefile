@@ -28,4 +28,4 @@ lint: $(STAMP)
 	$(VENV)/bin/snakemake --lint --configfile config.yaml
 
 clean:
-	rm -rf results/* .snakemake
+	rm -rf results/* results/.checkpoints .snakemake

@@ -7,7 +7,7 @@ import sys
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version
 
-min_version("9.0")
+min_version("9.20")  # as pyproject.toml
 
 # Jobs run the checkout's own package, never an installed copy: src/ goes first on
 # sys.path here, and Snakemake hands this process's sys.path to every `script:` job

@@ -80,3 +80,25 @@ def test_shipped_configs_validate():
     for path in [REPO / "config.yaml", *sorted((REPO / "configs").glob("*.yaml"))]:
         config = yaml.safe_load(path.read_text())
         validated(config)
+
+
+@pytest.mark.parametrize(
+    "where",
+    ["experiment", "dataset", "model"],
+)
+@pytest.mark.parametrize("bad", ["../x", "with space", ".hidden", "a/b"])
+def test_names_that_become_paths_are_checked_by_the_schema(where, bad):
+    import jsonschema
+
+    config = small_features_config()
+    if where == "experiment":
+        config["experiments"][bad] = config["experiments"].pop("toy_iid")
+    elif where == "dataset":
+        config["datasets"][bad] = config["datasets"].pop("toy")
+        config["experiments"]["toy_iid"]["dataset"] = bad
+    else:
+        config["experiments"]["toy_iid"]["models"] = ["identity", {"name": bad, "model": "observed"}]
+    schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(config, schema)
+    jsonschema.validate(small_features_config(), schema)  # the same config with plain names passes

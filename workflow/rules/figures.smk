@@ -246,4 +246,4 @@ rule figure_index:
     conda:
         "../../envs/analysis.yaml"
     shell:
-        "printf '%s\\n' {input} > {output} 2> {log}"
+        "printf '%s\\n' {input:q} > {output:q} 2> {log:q}"
