@@ -127,14 +127,16 @@ def _row(cells: list, widths: list[int]) -> str:
     return " ".join(f"{_fmt(c):>{w}}" for c, w in zip(cells, widths))
 
 
-def presets_table(budgets: dict[str, int], d: int, rate_iters: int, uvp_budgets: dict[str, int]) -> None:
+def presets_table(
+    budgets: dict[str, int], d: int, rate_iters: int, uvp_budgets: dict[str, int], perturbations: tuple[int, ...] = (1, 8)
+) -> None:
     cols = ["preset", "P", "s/1000 it", "paper best", "iters to it", "s to it", "iters run", "final gt_rmse",
             "identity", "uvp 8-d %"]
     widths = [7, 3, 10, 11, 11, 9, 10, 14, 9, 10]
     print(f"\n## Presets, {d} features, convex-potential truth, paper budget {budgets['paper']} iterations")
     print(_row(cols, widths))
     uvp = {name: gaussian_uvp(8, uvp_budgets[name], preset=name) for name in ("paper", "fast")}
-    for P in (1, 8):
+    for P in perturbations:
         problem = ConvexProblem(d, seed=0, n_perturbations=P)
         identity = np.mean([problem.gt_rmse(lambda x: x, n, problem.test_train) for n in problem.maps])
         results = {name: run(problem, budgets[name] // (1 if P == 1 else 2), preset=name) for name in ("paper", "fast")}
@@ -188,7 +190,12 @@ def ood_table(d: int, budgets: dict[str, int], seeds: tuple[int, ...]) -> None:
     print(f"(paper preset {budgets['paper']} iterations, fast preset at most {budgets['fast']}; {_load()})")
 
 
-def main(quick: bool = False, only: tuple[str, ...] = ("presets", "candidates", "ood"), threads: int = 2) -> None:
+def main(
+    quick: bool = False,
+    only: tuple[str, ...] = ("presets", "candidates", "ood"),
+    threads: int = 2,
+    perturbations: tuple[int, ...] = (1, 8),
+) -> None:
     torch.set_num_threads(threads)
     print(f"# CellOT presets ({'quick' if quick else 'full'}), {threads} threads, {_load()}, torch {torch.__version__}")
     if "presets" in only:
@@ -197,6 +204,7 @@ def main(quick: bool = False, only: tuple[str, ...] = ("presets", "candidates", 
             d=48,
             rate_iters=20 if quick else 100,
             uvp_budgets={"paper": 500 if quick else 5_000, "fast": 300 if quick else 5_000},
+            perturbations=perturbations,
         )
     if "candidates" in only:
         for kind in ("gated", "piecewise"):
@@ -217,5 +225,7 @@ if __name__ == "__main__":
     parser.add_argument("--only", nargs="*", default=["presets", "candidates", "ood"],
                         choices=["presets", "candidates", "ood"])
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--perturbations", type=int, nargs="*", default=[1, 8],
+                        help="rows of the presets table: perturbations trained together")
     args = parser.parse_args()
-    main(quick=args.quick, only=tuple(args.only), threads=args.threads)
+    main(quick=args.quick, only=tuple(args.only), threads=args.threads, perturbations=tuple(args.perturbations))
