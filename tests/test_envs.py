@@ -187,17 +187,18 @@ def test_no_env_holds_a_package_none_of_its_rules_imports(needs):
         assert not unused, f"envs/{env.name}: {sorted(unused)} are imported by none of its rules"
 
 
-def test_data_env_has_no_torch_and_the_analysis_env_no_cuda_build():
-    assert "pytorch" not in _packages(REPO / "envs" / "data.yaml")
-    _, conda, _ = _env(REPO / "envs" / "analysis.yaml")
-    assert "pytorch-cpu" in conda and "pytorch" not in conda
+def test_only_the_training_env_has_torch():
+    for name in ("data.yaml", "analysis.yaml"):
+        _, conda, pip = _env(REPO / "envs" / name)
+        assert not {"pytorch", "pytorch-cpu", "pytorch-gpu", "safetensors"} & (set(conda) | set(pip)), name
 
 
-def test_the_data_jobs_import_no_torch():
-    """The static analysis's verdict for the data env, checked by really importing."""
+def test_the_data_and_analysis_jobs_import_no_torch():
+    """The static analysis's verdict for the data and analysis envs, checked by really importing."""
     code = (
         "import sys; sys.path.insert(0, 'src');"
         "import perturbot.config, perturbot.data.io, perturbot.data.download, perturbot.preprocessing, perturbot.slugs, perturbot.logs;"
+        "import perturbot.cells, perturbot.tables, perturbot.statistics, perturbot.plotting, perturbot.cell_states, perturbot.provenance;"
         "assert 'torch' not in sys.modules, 'torch imported'"
     )
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)

@@ -1,10 +1,7 @@
 """What the workflow's rules do, as plain functions on files (thin rules call these).
 
-Roles of the cells of a prepared (experiment, holdout) AnnData:
-training source = control cells of the training split; training target = a
-perturbation's cells of the training split; model input = control cells of
-the test split; evaluation target = a perturbation's test cells not marked
-``reference``; observed's prediction = its ``reference`` cells.
+Which cells play which role (training source and target, model input,
+evaluation target, observed's reference cells) is said in :mod:`perturbot.cells`.
 """
 
 from __future__ import annotations
@@ -18,50 +15,24 @@ import numpy as np
 import pandas as pd
 
 from perturbot import models as registry
+from perturbot.cells import (  # noqa: F401  (the roles of cells, re-exported for the rules' scripts)
+    _info,
+    evaluation_target,
+    model_input,
+    observed_reference,
+    training_source,
+    training_target,
+)
 from perturbot.config import ModelSpec
 from perturbot.latent import load_model
 from perturbot.markers import evaluation_features
 from perturbot.metrics import all_metrics, logfc_mae
+from perturbot.tables import METRICS_COLUMNS, aggregate_metrics  # noqa: F401
 from perturbot.models.base import PerturbationModel, json_default
 from perturbot.training import live_history, set_threads
 
 #: Models that always learn every perturbation at once (the cAE's condition labels).
 JOINT_ONLY = {"cae"}
-METRICS_COLUMNS = ["experiment", "setting", "holdout", "model", "perturbation", "seed", "n_cells", "draw", "metric", "value"]
-
-
-def _info(adata: ad.AnnData) -> dict:
-    return adata.uns["perturbot"]
-
-
-def _mask(adata: ad.AnnData, condition: str, split: str) -> np.ndarray:
-    info = _info(adata)
-    return ((adata.obs[info["condition_key"]].astype(str) == condition) & (adata.obs["split"] == split)).to_numpy()
-
-
-def training_source(adata: ad.AnnData) -> np.ndarray:
-    return adata.X[_mask(adata, _info(adata)["control"], "train")]
-
-
-def training_target(adata: ad.AnnData, perturbation: str) -> np.ndarray:
-    return adata.X[_mask(adata, perturbation, "train")]
-
-
-def model_input(adata: ad.AnnData) -> ad.AnnData:
-    return adata[_mask(adata, _info(adata)["control"], "test")]
-
-
-def evaluation_target(adata: ad.AnnData, perturbation: str) -> np.ndarray:
-    mask = _mask(adata, perturbation, "test")
-    if _info(adata)["setting"] != "iid":
-        mask &= ~adata.obs["reference"].to_numpy()
-    return adata.X[mask]
-
-
-def observed_reference(adata: ad.AnnData, perturbation: str) -> np.ndarray:
-    info = _info(adata)
-    mask = (adata.obs[info["condition_key"]].astype(str) == perturbation).to_numpy() & adata.obs["reference"].to_numpy()
-    return adata.X[mask]
 
 
 def build_model(spec: ModelSpec, autoencoder_dir: str | Path | None = None) -> PerturbationModel:
@@ -206,15 +177,6 @@ def _atomic_write_h5ad(adata: ad.AnnData, path: str | Path) -> None:
     tmp = path.with_name(path.name + ".tmp.h5ad")
     adata.write_h5ad(tmp)
     tmp.replace(path)
-
-
-def aggregate_metrics(paths: list[str | Path], out: str | Path) -> pd.DataFrame:
-    frame = pd.concat([pd.read_csv(p) for p in paths], ignore_index=True)
-    frame = frame.sort_values(
-        ["experiment", "setting", "holdout", "model", "perturbation", "seed", "n_cells", "draw", "metric"], kind="stable"
-    )
-    frame.to_csv(out, index=False)
-    return frame
 
 
 def train_autoencoder(

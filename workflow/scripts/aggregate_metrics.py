@@ -1,6 +1,6 @@
 """Rule aggregate_metrics: one long-format metrics table per experiment."""
 
-from perturbot.experiment import aggregate_metrics
+from perturbot.tables import aggregate_metrics
 from perturbot.logs import log_to_file
 
 log_to_file(snakemake.log[0])

@@ -5,12 +5,10 @@ from pathlib import Path
 import anndata as ad
 
 from perturbot.cell_states import leiden_states
-from perturbot.experiment import model_input
+from perturbot.cells import model_input
 from perturbot.logs import log_to_file
-from perturbot.training import set_threads
 
 log_to_file(snakemake.log[0])
-set_threads(snakemake.threads)
 data = ad.read_h5ad(Path(snakemake.input.data) / f"{snakemake.wildcards.holdout}.h5ad")
 states = leiden_states(model_input(data), resolution=snakemake.params.resolution, seed=snakemake.params.seed)
 states.rename_axis("cell").to_frame().to_csv(snakemake.output[0])

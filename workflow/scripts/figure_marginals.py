@@ -4,7 +4,7 @@ from pathlib import Path
 
 import anndata as ad
 
-from perturbot.experiment import evaluation_target, model_input
+from perturbot.cells import evaluation_target, model_input
 from perturbot.logs import log_to_file
 from perturbot.plotting import marginal_features, marginals, save_figure
 

@@ -5,14 +5,12 @@ from pathlib import Path
 import anndata as ad
 import numpy as np
 
-from perturbot.experiment import evaluation_target, model_input
+from perturbot.cells import evaluation_target, model_input
 from perturbot.logs import log_to_file
 from perturbot.plotting import changing_features, joint_embedding, joint_umap, model_order, save_figure
 from perturbot.plotting.embedding import CONTROL, OBSERVED
-from perturbot.training import set_threads
 
 log_to_file(snakemake.log[0])
-set_threads(snakemake.threads)
 options = snakemake.params.figures
 perturbation = snakemake.params.perturbation
 kinds = snakemake.params.kinds

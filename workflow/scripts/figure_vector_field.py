@@ -5,7 +5,7 @@ from pathlib import Path
 import anndata as ad
 import numpy as np
 
-from perturbot.experiment import model_input
+from perturbot.cells import model_input
 from perturbot.logs import log_to_file
 from perturbot.plotting import save_figure, vector_field
 
