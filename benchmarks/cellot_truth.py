@@ -99,8 +99,8 @@ def trace_fit(
     spent = [0.0]
     original = cellot_module._Trainer._evaluate
 
-    def evaluate(trainer) -> None:  # type: ignore[no-untyped-def]
-        original(trainer)
+    def evaluate(trainer):  # type: ignore[no-untyped-def]
+        result = original(trainer)
         start = time.perf_counter()
         with torch.no_grad():
             z = torch.from_numpy(_model_units(model, cells)).to(trainer.device)
@@ -112,6 +112,7 @@ def trace_fit(
             errors.append(np.sqrt(((pred - problem.maps[name](cells)) ** 2).sum(1).mean()))
         curve.append((trainer.iteration, float(np.mean(errors))))
         spent[0] += time.perf_counter() - start
+        return result  # the validation scores the training loop reports
 
     cellot_module._Trainer._evaluate = evaluate
     try:
