@@ -16,7 +16,6 @@ from __future__ import annotations
 import anndata as ad
 import numpy as np
 import pandas as pd
-import scanpy as sc
 
 from perturbot.data.io import DataError
 
@@ -44,6 +43,8 @@ def stored_markers(adata: ad.AnnData, condition_key: str, perturbations: list[st
 
 def markers_on_test_cells(control: np.ndarray, target: np.ndarray, var_names: pd.Index, n_markers: int) -> list[str]:
     """Top genes of the target vs the control cells by scanpy's t-test, as the W1-OT repository ranks them."""
+    import scanpy as sc  # here, not at the top: scanpy's import costs seconds in every prediction job
+
     obs = pd.DataFrame({"group": ["control"] * len(control) + ["target"] * len(target)})
     obs.index = obs.index.astype(str)
     cells = ad.AnnData(np.vstack([control, target]).astype(np.float32), obs=obs, var=pd.DataFrame(index=var_names))

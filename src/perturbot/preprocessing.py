@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import anndata as ad
 import numpy as np
-import scanpy as sc
 from scipy import sparse
 
 from perturbot.markers import stored_markers
@@ -21,12 +20,16 @@ TARGET_SUM = 1e4
 
 def normalize_log1p(adata: ad.AnnData) -> None:
     """Library-size normalisation to TARGET_SUM counts per cell, then log1p (in place)."""
+    import scanpy as sc  # scanpy's import costs seconds; jobs on feature data never need it
+
     sc.pp.normalize_total(adata, target_sum=TARGET_SUM)
     sc.pp.log1p(adata)
 
 
 def training_hvgs(adata: ad.AnnData, n_hvg: int) -> list[str]:
     """Top highly variable genes, computed on the training cells only (log data)."""
+    import scanpy as sc
+
     train = adata[adata.obs["split"] == "train"].copy()
     n = min(n_hvg, adata.n_vars)
     if n >= adata.n_vars:
@@ -39,6 +42,8 @@ def training_markers(
     adata: ad.AnnData, condition_key: str, control: str, perturbations: list[str], n_markers: int
 ) -> dict[str, list[str]]:
     """Top marker genes per perturbation vs control (scanpy rank_genes_groups, Wilcoxon) on the training split."""
+    import scanpy as sc
+
     train = adata[adata.obs["split"] == "train"].copy()
     sc.tl.rank_genes_groups(
         train,
