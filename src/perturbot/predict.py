@@ -15,6 +15,7 @@ import anndata as ad
 import numpy as np
 from scipy import sparse
 
+from perturbot.atomic import atomic_path
 from perturbot.experiment import known_perturbations
 from perturbot.latent import load_model
 from perturbot.preprocessing import normalize_log1p
@@ -76,9 +77,6 @@ def predict(
 def predict_file(input_path: str | Path, model_dir: str | Path, output_path: str | Path, **kwargs) -> ad.AnnData:
     """File version of :func:`predict`; writes the output atomically."""
     out = predict(ad.read_h5ad(input_path), model_dir, **kwargs)
-    output_path = Path(output_path)
-    output_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output_path.with_name(output_path.name + ".tmp.h5ad")
-    out.write_h5ad(tmp)
-    tmp.replace(output_path)
+    with atomic_path(output_path) as tmp:
+        out.write_h5ad(tmp)
     return out

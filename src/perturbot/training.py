@@ -28,6 +28,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from perturbot.atomic import atomic_path, write_text
+
 log = logging.getLogger(__name__)
 
 # CellOT's validation bandwidths: short, so that validation stays cheap.
@@ -143,10 +145,8 @@ class Checkpoint:
     def save(self, state: dict[str, Any]) -> None:
         if self.path is None:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(self.path.suffix + ".tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, self.path)
+        with atomic_path(self.path) as tmp:
+            torch.save(state, tmp)
 
     def load(self) -> dict[str, Any] | None:
         if self.path is None or not self.path.exists():
@@ -182,14 +182,6 @@ _LIVE: ContextVar["LiveHistory | None"] = ContextVar("perturbot_live_history", d
 PROGRESS_FILE = "progress.json"
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Replace ``path`` by ``text`` in one step, so a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 @dataclass
 class LiveHistory:
     """A running job's ``history.csv`` and its ``progress.json``, both rewritten atomically."""
@@ -205,7 +197,7 @@ class LiveHistory:
     def write_history(self, rows: list[dict[str, Any]]) -> None:
         import pandas as pd
 
-        write_atomic(self.path, pd.DataFrame(rows).to_csv(index=False))
+        write_text(self.path, pd.DataFrame(rows).to_csv(index=False))
 
     def write_status(self, status: str, **values: Any) -> None:
         if status == "running":
@@ -220,7 +212,7 @@ class LiveHistory:
                 previous = {}
         record = {**previous, **values, "label": self.label, "status": status, "pid": os.getpid(),
                   "host": socket.gethostname(), "updated": time.time()}
-        write_atomic(self.status_path, json.dumps(record, indent=1, default=float))
+        write_text(self.status_path, json.dumps(record, indent=1, default=float))
 
 
 @contextmanager
