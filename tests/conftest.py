@@ -1,5 +1,8 @@
 """Pytest fixtures shared by the test files."""
 
+import subprocess
+import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -11,3 +14,23 @@ def shared_data() -> Path:
     if not SHARED_DATA.exists():
         pytest.skip(f"shared data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def bare_python(tmp_path_factory) -> Path:
+    """A venv whose site-packages holds the dependencies, not perturbot."""
+    venv = tmp_path_factory.mktemp("bare") / "venv"
+    subprocess.run([sys._base_executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    site = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True, capture_output=True, text=True,
+    ).stdout.strip()
+    Path(site, "dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    probe = subprocess.run(
+        [python, "-c", "import importlib.util, snakemake, torch, scanpy; print(importlib.util.find_spec('perturbot'))"],
+        capture_output=True, text=True, cwd=venv,
+    )
+    assert probe.returncode == 0, probe.stderr
+    assert probe.stdout.strip() == "None", f"perturbot is importable in the bare venv: {probe.stdout}"
+    return python

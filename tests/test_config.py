@@ -102,3 +102,26 @@ def test_names_that_become_paths_are_checked_by_the_schema(where, bad):
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(config, schema)
     jsonschema.validate(small_features_config(), schema)  # the same config with plain names passes
+
+
+def test_preparation_arguments_are_those_prepare_takes_and_feed_the_autoencoder_key():
+    """prepare_data and the shared autoencoder's key read one function, so they cannot drift apart."""
+    import inspect
+
+    from perturbot.config import autoencoder_key, config_hash, preparation
+    from perturbot.preprocessing import prepare
+
+    config = validated(small_features_config())
+    args = preparation(config, "toy_iid")
+    taken = set(inspect.signature(prepare).parameters) - {"adata", "perturbations", "holdout", "companion"}
+    assert set(args) == taken  # every option prepare() has is said by the config, and nothing else
+    key = config_hash(autoencoder_key(config, "toy_iid", "all", {"n_iters": 10}))
+    for option, value in [("test_fraction", 0.3), ("max_cells", 77), ("n_hvg", 20), ("min_cells", 3)]:
+        changed = copy.deepcopy(config)
+        changed["experiments"]["toy_iid"][option] = value
+        assert config_hash(autoencoder_key(changed, "toy_iid", "all", {"n_iters": 10})) != key, option
+    markers_only = copy.deepcopy(config)
+    markers_only["experiments"]["toy_iid"]["n_markers"] = 5  # the cells are the same: the autoencoder is shared
+    assert config_hash(autoencoder_key(markers_only, "toy_iid", "all", {"n_iters": 10})) == key
+    assert config_hash(autoencoder_key(config, "toy_iid", "other", {"n_iters": 10})) != key
+    assert config_hash(autoencoder_key(config, "toy_iid", "all", {"n_iters": 11})) != key

@@ -7,7 +7,7 @@ import pytest
 
 from perturbot.config import ModelSpec
 from perturbot.data.io import DataError
-from perturbot.experiment import predict_and_evaluate
+from perturbot.experiment import Prediction, predict_and_evaluate
 from perturbot.markers import evaluation_features, markers_on_test_cells, stored_markers
 from perturbot.models.simple import Identity
 from perturbot.preprocessing import prepare
@@ -76,9 +76,9 @@ def test_cellot_protocol_scores_every_metric_on_the_stored_markers(tmp_path):
     spec = ModelSpec(label="identity", model="identity", space="data", params={})
     frames = {
         protocol: predict_and_evaluate(
-            tmp_path / "all.h5ad", tmp_path / "identity", spec, "stim", experiment="e",
-            out_prediction=tmp_path / f"{protocol}.h5ad", out_metrics=tmp_path / f"{protocol}.csv",
-            evaluation={"markers": protocol},
+            tmp_path / "all.h5ad", spec,
+            [Prediction("stim", tmp_path / "identity", tmp_path / f"{protocol}.h5ad", tmp_path / f"{protocol}.csv")],
+            experiment="e", evaluation={"markers": protocol},
         ).set_index("metric")["value"]
         for protocol in ("training", "cellot")
     }

@@ -27,8 +27,12 @@ from perturbot.plotting import (
     stars,
     training_runs,
 )
+from perturbot.models import available, tags
 from perturbot.plotting.scores import TOO_FEW, held_out_rows
 from perturbot.statistics import model_tests
+
+#: What the workflow passes to every figure: each label's registry name and capability tags.
+KINDS = {name: tags(name) for name in available()}
 
 
 def metrics_table(values: dict[str, list[float]], setting: str = "iid", holdout: str = "all") -> pd.DataFrame:
@@ -44,7 +48,7 @@ def metrics_table(values: dict[str, list[float]], setting: str = "iid", holdout:
 
 
 def test_one_colour_per_model_whatever_its_label():
-    assert model_color("cellot") == model_color("cellot_genes") == model_color("my_ot", {"my_ot": "cellot"})
+    assert model_color("cellot") == model_color("cellot_genes") == model_color("my_ot", {"my_ot": tags("cellot")})
     assert model_color("cellot") != model_color("w1ot")
     assert display_name("w1ot") == "W1-OT" and display_name("w1ot_genes") == "W1-OT (genes)"
 
@@ -67,7 +71,7 @@ def test_stars_come_from_the_statistics_table_adjusted_p():
         }
     )
     statistics = model_tests(table, ("mmd",))
-    tests = figure_tests(statistics, "mmd", list(table["model"].unique())).set_index("baseline")
+    tests = figure_tests(statistics, "mmd", list(table["model"].unique()), KINDS).set_index("baseline")
     # observed is the lower bound, not a competitor
     assert set(tests.index) == {"identity", "scgen"}
     # 8 of 8 paired differences negative: exact p = 2 / 2^8; five of the six pairs are fully
@@ -79,17 +83,17 @@ def test_stars_come_from_the_statistics_table_adjusted_p():
     assert tests.loc["identity", "stars"] == "**"
     assert tests.loc["scgen", "stars"] == "n.s."
     assert tests.loc["identity", "better"] == "cellot"
-    figure = mmd_boxplot(table, statistics)
+    figure = mmd_boxplot(table, statistics, kinds=KINDS)
     texts = [t.get_text() for t in figure.axes[0].texts]
     assert sorted(texts) == ["**", "n.s."]
-    assert not [t for t in mmd_boxplot(table).axes[0].texts]  # no table, no stars
+    assert not [t for t in mmd_boxplot(table, kinds=KINDS).axes[0].texts]  # no table, no stars
 
 
 def test_too_few_perturbations_say_so_instead_of_stars():
     table = metrics_table({"identity": [1.0, 1.1, 1.2], "cellot": [0.1, 0.2, 0.3]})
     statistics = model_tests(table, ("mmd",))
     assert not statistics["testable"].any()  # 3 pairs: the smallest p is 0.25
-    texts = [t.get_text() for t in mmd_boxplot(table, statistics).axes[0].texts]
+    texts = [t.get_text() for t in mmd_boxplot(table, statistics, kinds=KINDS).axes[0].texts]
     assert texts == [TOO_FEW]
 
 
@@ -111,8 +115,9 @@ def test_points_are_means_over_seeds_with_error_bars():
 def test_labels_are_tested_by_what_the_model_is():
     table = metrics_table({"identity": [1.0, 1.1, 1.2], "mine": [0.1, 0.2, 0.3]})
     statistics = model_tests(table, ("mmd",))
-    assert figure_tests(statistics, "mmd", ["identity", "mine"]).empty
-    assert list(figure_tests(statistics, "mmd", ["identity", "mine"], {"identity": "identity", "mine": "w1ot"})["ot"]) == ["mine"]
+    assert figure_tests(statistics, "mmd", ["identity", "mine"]).empty  # nothing said about "mine": not tested as OT
+    kinds = {"identity": tags("identity"), "mine": tags("w1ot")}
+    assert list(figure_tests(statistics, "mmd", ["identity", "mine"], kinds)["ot"]) == ["mine"]
 
 
 def test_iid_companion_rows_pair_with_the_held_out_rows_and_stay_out_of_the_box_plot():

@@ -78,3 +78,30 @@ def test_logfc_mae_hand_computed():
     # true change: x2 on features 0 and 2 -> errors |1 - 1| and |log2(2.5) - 1|
     expected = (0 + abs(np.log2(2.5) - 1)) / 2
     assert metrics.logfc_mae(pred, control, np.array([0, 2]), 1.0) == pytest.approx(expected)
+
+
+def test_score_is_pure_and_restricts_draws_columns_and_truth():
+    """metrics.score: everything it scores is an argument; subsamples, marker columns and truth behave as said."""
+    predicted = np.array([[0.0, 0.0, 5.0], [2.0, 0.0, 5.0], [4.0, 0.0, 5.0], [6.0, 0.0, 5.0]])
+    observed = np.array([[1.0, 1.0, 0.0], [3.0, 1.0, 0.0], [5.0, 1.0, 0.0]])
+    truth = predicted + np.array([1.0, 0.0, 0.0])
+    rows = metrics.score(predicted, observed, truth=truth, columns=np.array([0, 1]))
+    values = {r["metric"]: r["value"] for r in rows}
+    assert {r["n_cells"] for r in rows} == {3} and {r["draw"] for r in rows} == {0}
+    # means on columns 0 and 1 only: (3, 0) vs (3, 1)
+    assert values["l2_means"] == pytest.approx(1.0)
+    assert values["gt_rmse"] == pytest.approx(1.0)  # truth restricted to the same columns: off by 1 in column 0
+    everything = {r["metric"]: r["value"] for r in metrics.score(predicted, observed)}
+    assert everything["l2_means"] == pytest.approx(np.sqrt(1.0 + 25.0)) and "gt_rmse" not in everything
+    draws = list(metrics.subsamples(4, 3, n_cells=[2], draws=3, seed=0))
+    assert [(n, d) for n, d, _, _ in draws] == [(2, 0), (2, 1), (2, 2)]
+    first = list(metrics.subsamples(4, 3, n_cells=[2], draws=3, seed=0))
+    np.testing.assert_array_equal(first[1][2], draws[1][2])  # seeded
+    scored = metrics.score(predicted, observed, draws=draws)
+    assert len(scored) == 3 * 4 and {r["n_cells"] for r in scored} == {2}
+    pred_rows, obs_rows = draws[0][2], draws[0][3]
+    expected = np.linalg.norm(predicted[pred_rows].mean(0) - observed[obs_rows].mean(0))
+    assert [r["value"] for r in scored if r["metric"] == "l2_means"][0] == pytest.approx(expected)
+    control = predicted / 2.0  # every prediction is twice its control: log2 fold change 1 on each feature
+    logfc = {r["metric"]: r["value"] for r in metrics.score(predicted, observed, logfc=(control, np.array([0, 2]), 1.0))}
+    assert logfc["logfc_mae"] == pytest.approx(0.0, abs=1e-6)

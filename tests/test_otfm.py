@@ -184,9 +184,9 @@ def test_bad_hyper_parameters_are_named(params, match):
 def test_bad_data_is_named():
     src, tgt = _pair(40)
     model = get("otfm")(n_iters=2, device="cpu")
-    with pytest.raises(ValueError, match="targets is empty"):
+    with pytest.raises(ValueError, match="at least one perturbation"):
         model.fit_many(src, {})
-    with pytest.raises(ValueError, match="has 4 features, source has 5"):
+    with pytest.raises(ValueError, match="has 4 features but source has 5"):
         model.fit_many(src, {"x": tgt[:, :4]})
     bad = tgt.copy()
     bad[3, 1] = np.inf

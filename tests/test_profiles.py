@@ -21,12 +21,12 @@ def _partition(rule: str) -> str | None:
 
 
 def test_rule_table_is_complete():
-    assert {"prepare_data", "train", "train_joint", "train_autoencoder", "predict", "toy_map"} <= set(RULES)
+    assert {"prepare_data", "train", "train_autoencoder", "predict", "toy_map"} <= set(RULES)
 
 
 def test_slurm_sends_only_training_to_the_gpu_partition():
     gpu_rules = {name for name, body in RULES.items() if re.search(r"^\s+gpu=", body, re.M)}
-    assert gpu_rules >= {"train", "train_joint", "train_autoencoder", "toy_map"}, gpu_rules
+    assert gpu_rules >= {"train", "train_autoencoder", "toy_map"}, gpu_rules
     cpu, gpu = SLURM["default-resources"]["slurm_partition"], _partition("train")
     assert cpu and gpu and cpu != gpu
     submitted = {name for name, body in RULES.items() if not re.search(r"^\s+localrule:\s*True", body, re.M)}
@@ -49,3 +49,13 @@ def test_commands_in_readme_and_configs_give_the_slurm_profile_as_workflow_profi
         for line in path.read_text().splitlines():
             if re.search(r"--profile[ =]profiles/slurm", line):
                 assert "--workflow-profile none" in line, f"{path.name}: {line.strip()}"
+
+
+def test_rules_hold_threads_memory_and_run_time_and_profiles_do_not_restate_them():
+    """Each rule says its threads, memory and run time once; a profile only overrides them for a site."""
+    assert "set-threads" not in DEFAULT and "set-resources" not in DEFAULT
+    for rule in ("prepare_data", "train", "train_autoencoder", "predict", "toy_map"):
+        assert re.search(r"^\s+threads:\s*1\b", RULES[rule], re.M), rule
+        assert re.search(r"^\s+mem_mb=", RULES[rule], re.M) and re.search(r"^\s+runtime=", RULES[rule], re.M), rule
+    for rule, settings in SLURM["set-resources"].items():
+        assert not {"mem_mb", "runtime"} & set(settings), f"profiles/slurm restates {rule}'s memory or run time"

@@ -54,6 +54,34 @@ def holdouts(config: dict, experiment: str) -> list[str]:
     return [IID_HOLDOUT] if exp.get("setting", "iid") == "iid" else list(exp["holdouts"])
 
 
+#: Experiment keys passed as they are to :func:`perturbot.preprocessing.prepare`.
+PREPARATION_KEYS = ("setting", "holdout_key", "test_fraction", "min_cells", "n_hvg", "n_markers", "max_cells")
+#: Preparation arguments that change only what is stored beside the cells, not the cells an autoencoder trains on.
+NOT_IN_CELLS = ("n_markers",)
+
+
+def preparation(config: dict, experiment: str) -> dict[str, Any]:
+    """Keyword arguments of ``prepare()`` for an experiment, all but the holdout: the one place that says them."""
+    exp, dataset = config["experiments"][experiment], dataset_of(config, experiment)
+    return {
+        "condition_key": dataset["condition_key"],
+        "control": dataset["control"],
+        "modality": dataset["modality"],
+        **{key: exp[key] for key in PREPARATION_KEYS},
+        "seed": config["seed"],
+    }
+
+
+def autoencoder_key(config: dict, experiment: str, holdout: str, settings: dict[str, Any]) -> dict[str, Any]:
+    """What determines a shared autoencoder: its training cells (dataset, preparation, holdout) and its settings.
+
+    Derived from :func:`preparation`, so a new preparation option can never be
+    forgotten here (which would share an autoencoder between different data).
+    """
+    prepared = {k: v for k, v in preparation(config, experiment).items() if k not in NOT_IN_CELLS}
+    return {"dataset": dataset_of(config, experiment), "preparation": prepared, "holdout": holdout, "autoencoder": settings}
+
+
 @dataclass(frozen=True)
 class HoldoutRun:
     """One prepared dataset of an experiment: a holdout, or the i.i.d. companion of one."""
@@ -105,13 +133,9 @@ def model_specs(config: dict, experiment: str) -> list[ModelSpec]:
     specs = []
     for entry in _model_entries(exp):
         model = entry.get("model", entry["name"])
-        default_space = (
-            "latent"
-            if model in model_registry.LATENT_ONLY
-            or (model in model_registry.LATENT_BY_DEFAULT and modality != "features")
-            else "data"
-        )
-        space = entry.get("space", default_space)
+        declared = model_registry.get(model).default_space
+        latent = declared == "latent_only" or (declared == "latent" and modality != "features")
+        space = entry.get("space", "latent" if latent else "data")
         preset = getattr(model_registry.get(model), "PRESETS", {}).get(modality, {})
         params = {
             **preset,
@@ -136,6 +160,12 @@ def early_stopping(config: dict, cls: type) -> dict[str, Any]:
     return {"patience": int(patience)} if patience is not None and "patience" in cls.default_params() else {}
 
 
+def is_neural_ot(model: str) -> bool:
+    """A transport map learned by a network: drawn on the 2-D toy maps and in the training-time figure."""
+    cls = model_registry.get(model)
+    return cls.is_ot and cls.is_neural
+
+
 def check_config(config: dict) -> None:
     """Raise :class:`ConfigError` naming the first problem found."""
     datasets = config.get("datasets", {})
@@ -147,6 +177,10 @@ def check_config(config: dict) -> None:
             raise ConfigError(f"run: unknown experiment {name!r}; declared: {', '.join(experiments)}")
     for model, params in config.get("model_params", {}).items():
         _check_params(model, params, "model_params")
+    for model in config.get("toy_maps", {}).get("models", []):
+        neural_ot = [name for name in model_registry.available() if is_neural_ot(name)]
+        if model not in neural_ot:
+            raise ConfigError(f"toy_maps.models: {model!r} is not a neural transport model; choose from {', '.join(neural_ot)}")
     for exp_name, exp in experiments.items():
         where = f"experiments.{exp_name}"
         if exp["dataset"] not in datasets:
@@ -173,7 +207,7 @@ def check_config(config: dict) -> None:
             if entry["name"] in labels:
                 raise ConfigError(f"{where}.models: label {entry['name']!r} is used twice")
             labels.add(entry["name"])
-            if model in model_registry.LATENT_ONLY and entry.get("space") == "data":
+            if model_registry.get(model).default_space == "latent_only" and entry.get("space") == "data":
                 raise ConfigError(f"{where}.models.{entry['name']}: {model} only works in the latent space")
 
 

@@ -7,6 +7,8 @@ evaluation target, observed's reference cells) is said in :mod:`perturbot.cells`
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from perturbot import models as registry
+from perturbot.atomic import atomic_path
 from perturbot.cells import (  # noqa: F401  (the roles of cells, re-exported for the rules' scripts)
     _info,
     evaluation_target,
@@ -26,14 +29,10 @@ from perturbot.cells import (  # noqa: F401  (the roles of cells, re-exported fo
 from perturbot.config import ModelSpec
 from perturbot.latent import load_model
 from perturbot.markers import evaluation_features
-from perturbot.metrics import all_metrics, logfc_mae
+from perturbot.metrics import score, subsamples
 from perturbot.tables import METRICS_COLUMNS, aggregate_metrics  # noqa: F401
 from perturbot.models.base import PerturbationModel, json_default
 from perturbot.training import live_history, set_threads
-
-#: Models that always learn every perturbation at once (the cAE's condition labels).
-JOINT_ONLY = {"cae"}
-
 
 def build_model(spec: ModelSpec, autoencoder_dir: str | Path | None = None) -> PerturbationModel:
     """Instantiate a model; latent-space models are wrapped around the shared autoencoder."""
@@ -48,9 +47,29 @@ def build_model(spec: ModelSpec, autoencoder_dir: str | Path | None = None) -> P
     return model
 
 
+#: The training job of a run that learns every perturbation at once (the name of its model directory).
+JOINT_JOB = "_joint"
+
+
+def training_jobs(spec: ModelSpec, perturbations: dict[str, str], joint_training: bool) -> dict[str, list[str]]:
+    """A model run's training jobs: job name -> the perturbations it learns (``perturbations``: slug -> name).
+
+    One job, :data:`JOINT_JOB`, for every perturbation when the model always
+    learns them together (``joint_only``) or when the experiment asks for joint
+    training and the model can (``multi_perturbation``); otherwise one job per
+    perturbation, named by its slug. The workflow's jobs and :func:`train` both
+    follow this, so the decision is made here only.
+    """
+    cls = registry.get(spec.model)
+    if cls.joint_only or (joint_training and cls.multi_perturbation):
+        return {JOINT_JOB: list(perturbations.values())}
+    return {slug: [name] for slug, name in perturbations.items()}
+
+
 def train(
     data_path: str | Path,
     spec: ModelSpec,
+    job: str,
     perturbations: list[str],
     out_dir: str | Path,
     *,
@@ -58,7 +77,7 @@ def train(
     checkpoint: str | Path | None = None,
     threads: int = 1,
 ) -> PerturbationModel:
-    """Fit one model on one perturbation, or jointly on several, and save it with its history."""
+    """Run one training job of :func:`training_jobs`: fit the model and save it with its history."""
     set_threads(threads)
     adata = ad.read_h5ad(data_path)
     source = training_source(adata)
@@ -66,10 +85,10 @@ def train(
     fit_kwargs: dict[str, Any] = {"checkpoint": checkpoint} if checkpoint else {}
     out_dir = Path(out_dir)
     with live_history(out_dir / "history.csv", label=str(out_dir)):
-        if spec.model == "observed":
+        if registry.get(spec.model).needs_reference_cells:
             # the lower bound: real perturbed cells the evaluation never sees
             model.fit(source, observed_reference(adata, perturbations[0]))
-        elif len(perturbations) > 1 or spec.model in JOINT_ONLY:
+        elif job == JOINT_JOB:
             model.fit_many(source, {p: training_target(adata, p) for p in perturbations}, **fit_kwargs)
         else:
             model.fit(source, training_target(adata, perturbations[0]), **fit_kwargs)
@@ -92,91 +111,99 @@ def known_perturbations(model: PerturbationModel) -> list[str]:
     return [] if names is None else [str(n) for n in names]
 
 
+@dataclass(frozen=True)
+class Prediction:
+    """One perturbation of a model run: the model that predicts it and the two files it goes to."""
+
+    perturbation: str
+    model_dir: Path
+    cells: Path  # the predicted cells (.h5ad)
+    metrics: Path  # their scores (.csv)
+
+
 def predict_and_evaluate(
     data_path: str | Path,
-    model_dir: str | Path,
     spec: ModelSpec,
-    perturbation: str,
+    predictions: Sequence[Prediction],
     *,
     experiment: str,
-    out_prediction: str | Path,
-    out_metrics: str | Path,
     evaluation: dict | None = None,
     threads: int = 1,
 ) -> pd.DataFrame:
-    """Transport the test control cells, write the predicted cells and their metrics."""
+    """Transport the test control cells for each perturbation; write the predicted cells and their metrics.
+
+    One call per model run: the data are read, and the libraries imported, once
+    for all of its perturbations. Each model is loaded afresh, so a prediction
+    never depends on the ones before it.
+    """
     set_threads(threads)
     adata = ad.read_h5ad(data_path)
-    info = _info(adata)
-    model = load_model(model_dir)
     inputs = model_input(adata)
     x = np.asarray(inputs.X)
-    kwargs = {"perturbation": perturbation} if len(known_perturbations(model)) > 1 else {}
-    predicted = np.asarray(model.transport(x, **kwargs), dtype=np.float32)
-    target = evaluation_target(adata, perturbation)
+    frames = []
+    for job in predictions:
+        model = load_model(job.model_dir)
+        kwargs = {"perturbation": job.perturbation} if len(known_perturbations(model)) > 1 else {}
+        predicted = np.asarray(model.transport(x, **kwargs), dtype=np.float32)
+        with atomic_path(job.cells) as tmp:
+            predicted_cells(adata, inputs, predicted, spec, job.perturbation).write_h5ad(tmp)
+        frame = score_prediction(adata, predicted, spec, job.perturbation, experiment=experiment, evaluation=evaluation)
+        with atomic_path(job.metrics) as tmp:
+            frame.to_csv(tmp, index=False)
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=METRICS_COLUMNS)
 
+
+def predicted_cells(
+    adata: ad.AnnData, inputs: ad.AnnData, predicted: np.ndarray, spec: ModelSpec, perturbation: str
+) -> ad.AnnData:
+    """The predicted cells as AnnData: the input cells' obs, the data's genes, what predicted them."""
     pred = ad.AnnData(predicted, obs=inputs.obs.copy(), var=adata.var.copy())
     pred.obs["perturbation"] = perturbation
     pred.obs["model"] = spec.label
     if spec.model != "observed":
-        pred.obs["transport_cost"] = ((predicted - x) ** 2).sum(1)
-    pred.uns["perturbot"] = {**info, "model": spec.label, "perturbation": perturbation}
-    _atomic_write_h5ad(pred, out_prediction)
+        pred.obs["transport_cost"] = ((predicted - np.asarray(inputs.X)) ** 2).sum(1)
+    pred.uns["perturbot"] = {**_info(adata), "model": spec.label, "perturbation": perturbation}
+    return pred
 
-    truth_key = f"X_true_{perturbation}"
-    truth = None
-    if spec.model != "observed" and truth_key in inputs.obsm:
-        truth = np.asarray(inputs.obsm[truth_key])
+
+def score_prediction(
+    adata: ad.AnnData,
+    predicted: np.ndarray,
+    spec: ModelSpec,
+    perturbation: str,
+    *,
+    experiment: str,
+    evaluation: dict | None = None,
+) -> pd.DataFrame:
+    """The metrics rows of one prediction: gathers from the prepared data what :func:`metrics.score` needs."""
+    info = _info(adata)
+    inputs = model_input(adata)
+    x = np.asarray(inputs.X)
+    observed = evaluation_target(adata, perturbation)
+    truth_key = f"X_true_{perturbation}"  # known per-cell responses (synthetic data)
+    truth = np.asarray(inputs.obsm[truth_key]) if spec.model != "observed" and truth_key in inputs.obsm else None
     protocol = (evaluation or {}).get("markers", "training")
-    columns, every_metric = evaluation_features(adata, perturbation, protocol, x, target)
-    if every_metric and columns is not None:  # a paper's protocol: every metric on its marker genes
-        predicted_scored, target = predicted[:, columns], target[:, columns]
-        truth = None if truth is None else truth[:, columns]
-    else:
-        predicted_scored = predicted
-    mmd_columns = None if every_metric else columns
+    columns, every_metric = evaluation_features(adata, perturbation, protocol, x, observed)
+    logfc = None
+    pseudo = info.get("pseudo_perturbation")
+    if pseudo and pseudo["name"] == perturbation:
+        features = adata.var_names.get_indexer(list(pseudo["features"]))
+        logfc = (x, features, float(np.log2(pseudo["factor"])))
+    evaluation = evaluation or {}
+    rows = score(
+        predicted,
+        observed,
+        truth=truth,
+        columns=columns if every_metric else None,
+        mmd_columns=None if every_metric else columns,
+        draws=subsamples(len(predicted), len(observed), n_cells=evaluation.get("n_cells"),
+                         draws=evaluation.get("draws", 1), seed=spec.seed),
+        logfc=logfc,
+    )
     key = {"experiment": experiment, "setting": info["setting"], "holdout": info["holdout"],
            "model": spec.label, "perturbation": perturbation, "seed": spec.seed}
-    rows = []
-    for n_cells, draw, pred_idx, target_idx in evaluation_draws(len(predicted), len(target), evaluation, spec.seed):
-        values = all_metrics(
-            predicted_scored[pred_idx], target[target_idx], None if truth is None else truth[pred_idx], mmd_features=mmd_columns
-        )
-        pseudo = info.get("pseudo_perturbation")
-        if pseudo and pseudo["name"] == perturbation:
-            features = adata.var_names.get_indexer(list(pseudo["features"]))
-            values["logfc_mae"] = logfc_mae(predicted[pred_idx], x, features, float(np.log2(pseudo["factor"])))
-        rows += [{**key, "n_cells": n_cells, "draw": draw, "metric": m, "value": v} for m, v in values.items()]
-    frame = pd.DataFrame(rows, columns=METRICS_COLUMNS)
-    frame.to_csv(out_metrics, index=False)
-    return frame
-
-
-def evaluation_draws(n_pred: int, n_target: int, evaluation: dict | None, seed: int):
-    """(n_cells, draw, prediction rows, target rows) to score: all cells, or seeded subsamples.
-
-    With ``evaluation = {n_cells: [...], draws: k}`` each size is drawn ``k`` times
-    (without replacement; capped at the smaller population), as in the papers'
-    evaluation.
-    """
-    evaluation = evaluation or {}
-    sizes = evaluation.get("n_cells")
-    if not sizes:
-        yield min(n_pred, n_target), 0, np.arange(n_pred), np.arange(n_target)
-        return
-    for size in sizes:
-        n = min(int(size), n_pred, n_target)
-        for draw in range(int(evaluation.get("draws", 1))):
-            rng = np.random.default_rng([seed, n, draw])
-            yield n, draw, np.sort(rng.choice(n_pred, n, replace=False)), np.sort(rng.choice(n_target, n, replace=False))
-
-
-def _atomic_write_h5ad(adata: ad.AnnData, path: str | Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.h5ad")
-    adata.write_h5ad(tmp)
-    tmp.replace(path)
+    return pd.DataFrame([{**key, **row} for row in rows], columns=METRICS_COLUMNS)
 
 
 def train_autoencoder(

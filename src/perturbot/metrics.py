@@ -7,6 +7,8 @@ over gamma in ``numpy.logspace(1, -3, 50)``; ``l2_means``, ``r2_means``,
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator, Sequence
+
 import numpy as np
 import torch
 
@@ -93,6 +95,63 @@ def all_metrics(
     if truth is not None:
         out["gt_rmse"] = gt_rmse(pred, truth)
     return out
+
+
+#: (n_cells, draw, prediction rows, observed rows): one subsample a score is computed on.
+Subsample = tuple[int, int, np.ndarray, np.ndarray]
+
+
+def subsamples(n_pred: int, n_observed: int, *, n_cells: Sequence[int] | None = None, draws: int = 1,
+               seed: int = 0) -> Iterator[Subsample]:
+    """Every cell once, or ``draws`` seeded subsamples of each size in ``n_cells`` (the papers' evaluation).
+
+    Sizes are capped at the smaller population; cells are drawn without replacement.
+    """
+    if not n_cells:
+        yield min(n_pred, n_observed), 0, np.arange(n_pred), np.arange(n_observed)
+        return
+    for size in n_cells:
+        n = min(int(size), n_pred, n_observed)
+        for draw in range(int(draws)):
+            rng = np.random.default_rng([seed, n, draw])
+            yield n, draw, np.sort(rng.choice(n_pred, n, replace=False)), np.sort(rng.choice(n_observed, n, replace=False))
+
+
+def score(
+    predicted: np.ndarray,
+    observed: np.ndarray,
+    *,
+    truth: np.ndarray | None = None,
+    columns: np.ndarray | None = None,
+    mmd_columns: np.ndarray | None = None,
+    draws: Iterable[Subsample] | None = None,
+    logfc: tuple[np.ndarray, np.ndarray, float] | None = None,
+) -> list[dict[str, float | int | str]]:
+    """Every metric of predicted cells against observed ones: rows ``n_cells, draw, metric, value``.
+
+    Pure: everything it scores is an argument. ``truth`` (row-aligned with
+    ``predicted``) adds ``gt_rmse``; ``columns`` restricts every metric to those
+    features (a paper's marker-gene protocol), ``mmd_columns`` only the mmd;
+    ``draws`` (from :func:`subsamples`) picks the cells, by default all of them;
+    ``logfc = (control, features, true log2 fold change)`` adds ``logfc_mae`` of
+    a pseudo-perturbation, on every feature.
+    """
+    predicted, observed = np.asarray(predicted), np.asarray(observed)
+    scored, observed_scored, truth_scored = predicted, observed, truth
+    if columns is not None:
+        scored, observed_scored = predicted[:, columns], observed[:, columns]
+        truth_scored = None if truth is None else np.asarray(truth)[:, columns]
+    rows: list[dict[str, float | int | str]] = []
+    for n_cells, draw, pred_rows, observed_rows in draws if draws is not None else subsamples(len(predicted), len(observed)):
+        values = all_metrics(
+            scored[pred_rows], observed_scored[observed_rows],
+            None if truth_scored is None else truth_scored[pred_rows], mmd_features=mmd_columns,
+        )
+        if logfc is not None:
+            control, features, true_logfc = logfc
+            values["logfc_mae"] = logfc_mae(predicted[pred_rows], control, features, true_logfc)
+        rows += [{"n_cells": n_cells, "draw": draw, "metric": m, "value": v} for m, v in values.items()]
+    return rows
 
 
 def logfc_mae(pred: np.ndarray, control: np.ndarray, features: np.ndarray, true_logfc: float) -> float:

@@ -7,11 +7,12 @@ from snakemake.utils import validate
 
 from perturbot.data.catalog import apply_holdouts_files, resolve_catalog_entries
 from perturbot.data.io import DataError
-from perturbot.experiment import JOINT_ONLY
+from perturbot.experiment import JOINT_JOB, training_jobs
 from perturbot.models import get as get_model
 from perturbot.models.autoencoder import AutoEncoder
 from perturbot.config import (
     ConfigError,
+    autoencoder_key,
     check_config,
     config_hash,
     dataset_of,
@@ -19,6 +20,7 @@ from perturbot.config import (
     experiments_to_run,
     holdout_runs,
     model_specs,
+    preparation,
 )
 
 try:
@@ -40,12 +42,13 @@ wildcard_constraints:
     experiment="|".join(map(re.escape, EXPERIMENTS)) if EXPERIMENTS else "^$",
     holdout=r"[A-Za-z0-9.\-][A-Za-z0-9._\-]*",
     key=r"[0-9a-f]{16}",
-    model=r"[A-Za-z0-9.\-][A-Za-z0-9._\-]*",
+    run=r"[A-Za-z0-9.\-][A-Za-z0-9._\-]*",
     perturbation=r"[A-Za-z0-9.\-][A-Za-z0-9._\-]*",
+    job=r"_joint|[A-Za-z0-9.\-][A-Za-z0-9._\-]*",
 
 
 def spec(wildcards):
-    return SPECS[wildcards.experiment][wildcards.model]
+    return SPECS[wildcards.experiment][wildcards.run]
 
 
 def holdout_slugs(experiment):
@@ -56,12 +59,10 @@ def uses_autoencoder(experiment):
     return any(s.needs_autoencoder for s in SPECS[experiment].values())
 
 
-def trains_jointly(experiment, run):
-    """One job for every perturbation: always for JOINT_ONLY models, for batched ones if asked."""
-    s = SPECS[experiment][run]
-    if s.model in JOINT_ONLY:
-        return True
-    return config["experiments"][experiment]["joint_training"] and get_model(s.model).multi_perturbation
+def run_training_jobs(experiment, run):
+    """Training job name (`_joint` or a perturbation slug) -> the perturbations it learns."""
+    joint = config["experiments"][experiment]["joint_training"]
+    return training_jobs(SPECS[experiment][run], data_info(experiment)["slugs"], joint)
 
 
 def data_info(experiment):
@@ -71,13 +72,23 @@ def data_info(experiment):
         return json.load(fh)
 
 
-def metric_files(wildcards):
-    info = data_info(wildcards.experiment)
+def metric_files(experiment):
+    """The metrics table of every (holdout, run, perturbation) of an experiment, in a stable order."""
+    slugs = data_info(experiment)["slugs"]
     return [
-        f"results/{wildcards.experiment}/metrics/{h}/{m}/{p}.csv"
+        f"results/{experiment}/metrics/{h}/{run}/{p}.csv"
+        for h in holdout_slugs(experiment)
+        for run in SPECS[experiment]
+        for p in slugs
+    ]
+
+
+def metric_dirs(wildcards):
+    """What aggregate_metrics waits for: each (holdout, run)'s prediction job (metric_files are inside)."""
+    return [
+        f"results/{wildcards.experiment}/metrics/{h}/{run}"
         for h in holdout_slugs(wildcards.experiment)
-        for m in SPECS[wildcards.experiment]
-        for p in info["slugs"]
+        for run in SPECS[wildcards.experiment]
     ]
 
 
@@ -90,20 +101,12 @@ def dataset_input(wildcards):
     return [] if source == "synthetic" else [source]
 
 
-def autoencoder_key(experiment, holdout):
-    """What determines a shared autoencoder: its training data (dataset, split, holdout) and settings."""
-    exp = config["experiments"][experiment]
-    return {
-        "dataset": config["datasets"][exp["dataset"]],
-        "split": {k: exp[k] for k in ("setting", "holdout_key", "test_fraction", "min_cells", "n_hvg", "max_cells")},
-        "holdout": holdout,
-        "autoencoder": {**early_stopping(config, AutoEncoder), **exp["autoencoder"]},
-        "seed": config["seed"],
-    }
+def autoencoder_settings(experiment):
+    return {**early_stopping(config, AutoEncoder), **config["experiments"][experiment]["autoencoder"]}
 
 
 def autoencoder_dir(experiment, holdout):
-    return f"results/autoencoders/{config_hash(autoencoder_key(experiment, holdout))}"
+    return f"results/autoencoders/{config_hash(autoencoder_key(config, experiment, holdout, autoencoder_settings(experiment)))}"
 
 
 # autoencoder key -> the first experiment and holdout that need it (its data are the training data)
@@ -111,7 +114,7 @@ AUTOENCODERS = {}
 for _exp in EXPERIMENTS:
     if any(s.needs_autoencoder for s in SPECS[_exp].values()):
         for _run in holdout_runs(config, _exp):
-            _key = autoencoder_key(_exp, _run.slug)
+            _key = autoencoder_key(config, _exp, _run.slug, autoencoder_settings(_exp))
             AUTOENCODERS.setdefault(config_hash(_key), {"experiment": _exp, "holdout": _run.slug, "key": _key})
 
 
@@ -121,9 +124,31 @@ def autoencoder_input(wildcards):
     return []
 
 
-def model_dir(wildcards):
-    sub = "_joint" if trains_jointly(wildcards.experiment, wildcards.model) else wildcards.perturbation
-    return f"results/{wildcards.experiment}/models/{wildcards.holdout}/{wildcards.model}/{sub}/model.json"
+def model_dir(experiment, holdout, run, perturbation):
+    """Where the model that predicts one perturbation (slug) of a run is saved."""
+    jobs = run_training_jobs(experiment, run)
+    job = JOINT_JOB if JOINT_JOB in jobs else perturbation
+    return f"results/{experiment}/models/{holdout}/{run}/{job}"
+
+
+def run_model_files(wildcards):
+    """model.json of every training job a run's predictions need (one, for a jointly trained run)."""
+    e, h, run = wildcards.experiment, wildcards.holdout, wildcards.run
+    return sorted({f"{model_dir(e, h, run, p)}/model.json" for p in data_info(e)["slugs"]})
+
+
+def run_predictions(wildcards):
+    """For the predict job: each perturbation's name, model directory, and output files."""
+    e, h, run = wildcards.experiment, wildcards.holdout, wildcards.run
+    return [
+        {
+            "perturbation": name,
+            "model_dir": model_dir(e, h, run, slug),
+            "cells": f"results/{e}/predictions/{h}/{run}/{slug}.h5ad",
+            "metrics": f"results/{e}/metrics/{h}/{run}/{slug}.csv",
+        }
+        for slug, name in data_info(e)["slugs"].items()
+    ]
 
 
 def all_targets(wildcards):

@@ -1,11 +1,12 @@
 """Input functions and targets of the figure rules (figures.smk)."""
 
 from perturbot.data.toy2d import DATASETS as TOY_DATASETS
+from perturbot.config import is_neural_ot
+from perturbot.models import available as available_models, tags as model_tags
 from perturbot.slugs import slugify
 
-OT_KINDS = ("cellot", "w1ot", "otfm")
-#: Models with transport figures of their own (clustergram, vector field): the OT models and the closed-form Gaussian map.
-TRANSPORT_FIGURE_KINDS = (*OT_KINDS, "gaussian_ot")
+#: Registry names of the neural transport models (toy maps, training-time figure).
+NEURAL_OT = [name for name in available_models() if is_neural_ot(name)]
 #: Figures of one experiment beside the per-perturbation and per-OT-model ones.
 EXPERIMENT_FIGURES = ("mmd_boxplot", "marginals")
 
@@ -37,9 +38,12 @@ def figure_options(experiment):
 
 
 def model_kinds(experiment):
-    """Model label (as in predictions and metrics) and run -> registry name, so figures colour and test by what a model is."""
+    """Model label (as in predictions and metrics) and run -> registry name and capability tags.
+
+    Figures colour, order and test models by these tags (perturbot.models.tags), never by name.
+    """
     specs = SPECS[experiment].values()
-    return {**{s.label: s.model for s in specs}, **{s.run: s.model for s in specs}}
+    return {**{s.label: model_tags(s.model) for s in specs}, **{s.run: model_tags(s.model) for s in specs}}
 
 
 def figure_runs(experiment):
@@ -56,11 +60,12 @@ def run_label(experiment, run):
 
 
 def ot_labels(experiment):
-    return [label for label, s in SPECS[experiment].items() if s.model in OT_KINDS]
+    return [run for run, s in SPECS[experiment].items() if s.model in NEURAL_OT]
 
 
 def transport_figure_labels(experiment):
-    return [label for label, s in SPECS[experiment].items() if s.model in TRANSPORT_FIGURE_KINDS]
+    """Runs with transport figures of their own (clustergram, vector field): every transport map."""
+    return [run for run, s in SPECS[experiment].items() if model_tags(s.model)["is_ot"]]
 
 
 def draws_iid_vs_holdout(experiment):
@@ -84,21 +89,31 @@ def figure_perturbations(experiment):
     return [slugify(p) for p in chosen]
 
 
-def holdout_predictions(experiment, labels, perturbations):
+def holdout_predictions(experiment, runs, perturbations):
+    """Predicted-cell files of these runs and perturbations on the figures' holdout (what the scripts read)."""
     holdout = figure_holdout(experiment)
-    return [f"results/{experiment}/predictions/{holdout}/{m}/{p}.h5ad" for m in labels for p in perturbations]
+    return [f"results/{experiment}/predictions/{holdout}/{run}/{p}.h5ad" for run in runs for p in perturbations]
+
+
+def prediction_dirs(experiment, runs):
+    """The prediction jobs those files come from (what a figure rule waits for)."""
+    return [f"results/{experiment}/predictions/{figure_holdout(experiment)}/{run}" for run in runs]
+
+
+def vector_field_runs(experiment, run):
+    """The runs a vector field draws: the transport run and those of figures.vector_field_compare."""
+    compare = figure_options(experiment)["vector_field_compare"]
+    return [run] + [r for r in figure_runs(experiment) if SPECS[experiment][r].model in compare and r != run]
 
 
 def trained_model_dirs(experiment):
     """Every model directory an experiment trains (the autoencoder included)."""
-    slugs = list(data_info(experiment)["slugs"])
     dirs = []
     for h in holdout_slugs(experiment):
         if uses_autoencoder(experiment):
             dirs.append(autoencoder_dir(experiment, h))
-        for label in SPECS[experiment]:
-            for job in ["_joint"] if trains_jointly(experiment, label) else slugs:
-                dirs.append(f"results/{experiment}/models/{h}/{label}/{job}")
+        for run in SPECS[experiment]:
+            dirs += [f"results/{experiment}/models/{h}/{run}/{job}" for job in run_training_jobs(experiment, run)]
     return dirs
 
 
@@ -112,7 +127,9 @@ def toy_map_dirs():
 
 
 def figure_report(path, caption, experiment="{experiment}", subcategory="Figures", **labels):
-    return report(path, caption=f"../report/{caption}.rst", category=experiment, subcategory=subcategory, labels=labels or None)
+    return report(
+        path, caption=f"../report/{caption}.rst", category=experiment, subcategory=subcategory, labels=labels or None
+    )
 
 
 def all_trained_models(wildcards):

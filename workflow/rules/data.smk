@@ -11,14 +11,14 @@ rule download_archive:
         "resources/downloads/{archive}.fetched.json",
     log:
         "resources/downloads/logs/{archive}.log",
-    params:
-        source=lambda wc: config["datasets"][ARCHIVES[wc.archive]]["source"],
-        dataset=lambda wc: ARCHIVES[wc.archive],
     wildcard_constraints:
         archive="|".join(map(re.escape, ARCHIVES)) if ARCHIVES else "^$",
     localrule: True
     conda:
         "../../envs/data.yaml"
+    params:
+        source=lambda wc: config["datasets"][ARCHIVES[wc.archive]]["source"],
+        dataset=lambda wc: ARCHIVES[wc.archive],
     script:
         "../scripts/download_archive.py"
 
@@ -31,14 +31,14 @@ rule download_dataset:
         "resources/downloads/{dataset}.verified.json",
     log:
         "resources/downloads/logs/{dataset}.log",
-    params:
-        dataset=lambda wc: config["datasets"][wc.dataset],
-        member_hint=lambda wc: member_hint(wc.dataset),
     wildcard_constraints:
         dataset="|".join(map(re.escape, downloaded_datasets())) or "^$",
     localrule: True
     conda:
         "../../envs/data.yaml"
+    params:
+        dataset=lambda wc: config["datasets"][wc.dataset],
+        member_hint=lambda wc: member_hint(wc.dataset),
     script:
         "../scripts/download_dataset.py"
 
@@ -54,15 +54,17 @@ checkpoint prepare_data:
         directory("results/{experiment}/data"),
     log:
         "results/{experiment}/logs/prepare_data.log",
+    conda:
+        "../../envs/data.yaml"
+    threads: 1
+    resources:
+        # a whole dataset, with its raw counts, in memory
+        mem_mb=lambda wc, attempt: 16000 * attempt,
+        runtime=120,
     params:
         dataset=lambda wc: dataset_of(config, wc.experiment),
         experiment=lambda wc: config["experiments"][wc.experiment],
         runs=lambda wc: holdout_runs(config, wc.experiment),
-        seed=config["seed"],
-    threads: 1
-    resources:
-        mem_mb=4000,
-    conda:
-        "../../envs/data.yaml"
+        preparation=lambda wc: preparation(config, wc.experiment),
     script:
         "../scripts/prepare_data.py"

@@ -1,22 +1,23 @@
 rule predict:
-    """Transport the test control cells with a trained model and score the prediction."""
+    """Transport the test control cells with a trained model run and score the predictions, every perturbation in one job."""
     input:
         data="results/{experiment}/data",
-        model=model_dir,
+        models=run_model_files,
     output:
-        prediction="results/{experiment}/predictions/{holdout}/{model}/{perturbation}.h5ad",
-        metrics="results/{experiment}/metrics/{holdout}/{model}/{perturbation}.csv",
+        predictions=directory("results/{experiment}/predictions/{holdout}/{run}"),
+        metrics=directory("results/{experiment}/metrics/{holdout}/{run}"),
     log:
-        "results/{experiment}/logs/predict/{holdout}/{model}/{perturbation}.log",
-    params:
-        spec=spec,
-        perturbation=lambda wc: data_info(wc.experiment)["slugs"][wc.perturbation],
-        evaluation=lambda wc: config["experiments"][wc.experiment]["evaluation"],
-    threads: 1
-    resources:
-        mem_mb=4000,
+        "results/{experiment}/logs/predict/{holdout}/{run}.log",
     conda:
         "../../envs/training.yaml"
+    threads: 1
+    resources:
+        mem_mb=lambda wc, attempt: 4000 * attempt,
+        runtime=60,
+    params:
+        spec=spec,
+        predictions=run_predictions,
+        evaluation=lambda wc: config["experiments"][wc.experiment]["evaluation"],
     script:
         "../scripts/predict.py"
 
@@ -24,7 +25,8 @@ rule predict:
 rule aggregate_metrics:
     """The long-format metrics table of an experiment."""
     input:
-        metric_files,
+        data="results/{experiment}/data",
+        metrics=metric_dirs,
     output:
         report(
             "results/{experiment}/metrics.csv",
@@ -37,6 +39,8 @@ rule aggregate_metrics:
     localrule: True
     conda:
         "../../envs/analysis.yaml"
+    params:
+        files=lambda wc: metric_files(wc.experiment),
     script:
         "../scripts/aggregate_metrics.py"
 
@@ -47,11 +51,11 @@ rule provenance:
         "results/{experiment}/provenance.json",
     log:
         "results/{experiment}/logs/provenance.log",
-    params:
-        config=config,
     localrule: True
     conda:
         "../../envs/analysis.yaml"
+    params:
+        config=config,
     script:
         "../scripts/provenance.py"
 
@@ -69,10 +73,10 @@ rule statistics:
         ),
     log:
         "results/{experiment}/logs/statistics.log",
-    params:
-        test=lambda wc: config["experiments"][wc.experiment]["statistical_test"],
     localrule: True
     conda:
         "../../envs/analysis.yaml"
+    params:
+        test=lambda wc: config["experiments"][wc.experiment]["statistical_test"],
     script:
         "../scripts/statistics.py"

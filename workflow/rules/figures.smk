@@ -4,15 +4,17 @@ rule figure_mmd_boxplot:
         metrics="results/{experiment}/metrics.csv",
         statistics="results/{experiment}/statistics.csv",
     output:
-        pdf=figure_report("results/{experiment}/figures/mmd_boxplot.pdf", "mmd_boxplot", subcategory="Scores", figure="mmd_boxplot"),
+        pdf=figure_report(
+            "results/{experiment}/figures/mmd_boxplot.pdf", "mmd_boxplot", subcategory="Scores", figure="mmd_boxplot"
+        ),
         png="results/{experiment}/figures/mmd_boxplot.png",
     log:
         "results/{experiment}/logs/figures/mmd_boxplot.log",
-    params:
-        kinds=lambda wc: model_kinds(wc.experiment),
     localrule: True
     conda:
         "../../envs/analysis.yaml"
+    params:
+        kinds=lambda wc: model_kinds(wc.experiment),
     script:
         "../scripts/figure_mmd_boxplot.py"
 
@@ -22,15 +24,20 @@ rule figure_iid_vs_holdout:
     input:
         "results/{experiment}/metrics.csv",
     output:
-        pdf=figure_report("results/{experiment}/figures/iid_vs_holdout.pdf", "iid_vs_holdout", subcategory="Scores", figure="iid_vs_holdout"),
+        pdf=figure_report(
+            "results/{experiment}/figures/iid_vs_holdout.pdf",
+            "iid_vs_holdout",
+            subcategory="Scores",
+            figure="iid_vs_holdout",
+        ),
         png="results/{experiment}/figures/iid_vs_holdout.png",
     log:
         "results/{experiment}/logs/figures/iid_vs_holdout.log",
-    params:
-        kinds=lambda wc: model_kinds(wc.experiment),
     localrule: True
     conda:
         "../../envs/analysis.yaml"
+    params:
+        kinds=lambda wc: model_kinds(wc.experiment),
     script:
         "../scripts/figure_iid_vs_holdout.py"
 
@@ -39,44 +46,80 @@ rule figure_marginals:
     """Marginal densities of selected features for control, observed and predicted cells."""
     input:
         data="results/{experiment}/data",
-        predictions=lambda wc: holdout_predictions(wc.experiment, figure_runs(wc.experiment), figure_perturbations(wc.experiment)),
+        predictions=lambda wc: prediction_dirs(wc.experiment, figure_runs(wc.experiment)),
     output:
-        pdf=figure_report("results/{experiment}/figures/marginals.pdf", "marginals", subcategory="Distributions", figure="marginals"),
+        pdf=figure_report(
+            "results/{experiment}/figures/marginals.pdf", "marginals", subcategory="Distributions", figure="marginals"
+        ),
         png="results/{experiment}/figures/marginals.png",
     log:
         "results/{experiment}/logs/figures/marginals.log",
+    localrule: True
+    conda:
+        "../../envs/analysis.yaml"
     params:
         figures=lambda wc: figure_options(wc.experiment),
         holdout=lambda wc: figure_holdout(wc.experiment),
         kinds=lambda wc: model_kinds(wc.experiment),
-    localrule: True
-    conda:
-        "../../envs/analysis.yaml"
+        predictions=lambda wc: holdout_predictions(
+            wc.experiment, figure_runs(wc.experiment), figure_perturbations(wc.experiment)
+        ),
     script:
         "../scripts/figure_marginals.py"
 
 
-rule figure_umap:
-    """Joint UMAP of observed perturbed and every model's predicted cells for one perturbation."""
+rule umap_embeddings:
+    """Joint UMAPs of control, observed and every model's predicted cells, one per drawn perturbation (a tool rule)."""
     input:
         data="results/{experiment}/data",
-        predictions=lambda wc: holdout_predictions(wc.experiment, figure_runs(wc.experiment), [wc.perturbation]),
+        predictions=lambda wc: prediction_dirs(wc.experiment, figure_runs(wc.experiment)),
+    output:
+        directory("results/{experiment}/umap"),
+    log:
+        "results/{experiment}/logs/umap_embeddings.log",
+    conda:
+        "../../envs/analysis.yaml"
+    threads: 1
+    params:
+        holdout=lambda wc: figure_holdout(wc.experiment),
+        perturbations=lambda wc: {
+            p: {
+                "name": data_info(wc.experiment)["slugs"][p],
+                "predictions": holdout_predictions(wc.experiment, figure_runs(wc.experiment), [p]),
+            }
+            for p in figure_perturbations(wc.experiment)
+        },
+        kinds=lambda wc: model_kinds(wc.experiment),
+        max_cells=lambda wc: figure_options(wc.experiment)["umap_max_cells"],
+        seed=config["seed"],
+    script:
+        "../scripts/umap_embeddings.py"
+
+
+rule figure_umap:
+    """Draw the joint UMAP of one perturbation."""
+    input:
+        "results/{experiment}/umap",
     output:
         pdf=figure_report(
-            "results/{experiment}/figures/umap_{perturbation}.pdf", "umap", subcategory="Joint UMAPs", figure="umap", perturbation="{perturbation}"
+            "results/{experiment}/figures/umap_{perturbation}.pdf",
+            "umap",
+            subcategory="Joint UMAPs",
+            figure="umap",
+            perturbation="{perturbation}",
         ),
         png="results/{experiment}/figures/umap_{perturbation}.png",
     log:
         "results/{experiment}/logs/figures/umap_{perturbation}.log",
-    params:
-        figures=lambda wc: figure_options(wc.experiment),
-        holdout=lambda wc: figure_holdout(wc.experiment),
-        perturbation=lambda wc: data_info(wc.experiment)["slugs"][wc.perturbation],
-        kinds=lambda wc: model_kinds(wc.experiment),
-        seed=config["seed"],
-    threads: 1
+    localrule: True
     conda:
         "../../envs/analysis.yaml"
+    params:
+        embedding="results/{experiment}/umap/{perturbation}.h5ad",
+        figures=lambda wc: figure_options(wc.experiment),
+        holdout=lambda wc: figure_holdout(wc.experiment),
+        modality=lambda wc: dataset_of(config, wc.experiment)["modality"],
+        kinds=lambda wc: model_kinds(wc.experiment),
     script:
         "../scripts/figure_umap.py"
 
@@ -89,12 +132,12 @@ rule cell_states:
         "results/{experiment}/cell_states/{holdout}.csv",
     log:
         "results/{experiment}/logs/cell_states/{holdout}.log",
+    conda:
+        "../../envs/analysis.yaml"
+    threads: 1
     params:
         resolution=lambda wc: figure_options(wc.experiment)["leiden_resolution"],
         seed=config["seed"],
-    threads: 1
-    conda:
-        "../../envs/analysis.yaml"
     script:
         "../scripts/cell_states.py"
 
@@ -102,23 +145,29 @@ rule cell_states:
 rule figure_clustergram:
     """Mean transport cost of an OT model per perturbation and control cell state."""
     input:
+        data="results/{experiment}/data",
         states=lambda wc: f"results/{wc.experiment}/cell_states/{figure_holdout(wc.experiment)}.csv",
-        predictions=lambda wc: holdout_predictions(wc.experiment, [wc.model], data_info(wc.experiment)["slugs"]),
+        predictions=lambda wc: prediction_dirs(wc.experiment, [wc.run]),
     output:
         pdf=figure_report(
-            "results/{experiment}/figures/clustergram_{model}.pdf", "clustergram", subcategory="Transport cost", figure="clustergram", model="{model}"
+            "results/{experiment}/figures/clustergram_{run}.pdf",
+            "clustergram",
+            subcategory="Transport cost",
+            figure="clustergram",
+            run="{run}",
         ),
-        png="results/{experiment}/figures/clustergram_{model}.png",
-        table="results/{experiment}/figures/clustergram_{model}.csv",
+        png="results/{experiment}/figures/clustergram_{run}.png",
+        table="results/{experiment}/figures/clustergram_{run}.csv",
     log:
-        "results/{experiment}/logs/figures/clustergram_{model}.log",
-    params:
-        kinds=lambda wc: model_kinds(wc.experiment),
-        holdout=lambda wc: figure_holdout(wc.experiment),
-        label=lambda wc: run_label(wc.experiment, wc.model),
+        "results/{experiment}/logs/figures/clustergram_{run}.log",
     localrule: True
     conda:
         "../../envs/analysis.yaml"
+    params:
+        kinds=lambda wc: model_kinds(wc.experiment),
+        holdout=lambda wc: figure_holdout(wc.experiment),
+        label=lambda wc: run_label(wc.experiment, wc.run),
+        predictions=lambda wc: holdout_predictions(wc.experiment, [wc.run], data_info(wc.experiment)["slugs"]),
     script:
         "../scripts/figure_clustergram.py"
 
@@ -127,27 +176,30 @@ rule figure_vector_field:
     """Mean response on a grid of the control cells' first two PCs, for an OT model and scGen."""
     input:
         data="results/{experiment}/data",
-        predictions=lambda wc: holdout_predictions(
-            wc.experiment,
-            [wc.model] + [r for r in figure_runs(wc.experiment) if SPECS[wc.experiment][r].model == "scgen"],
-            figure_perturbations(wc.experiment),
-        ),
+        predictions=lambda wc: prediction_dirs(wc.experiment, vector_field_runs(wc.experiment, wc.run)),
     output:
         pdf=figure_report(
-            "results/{experiment}/figures/vector_field_{model}.pdf", "vector_field", subcategory="Vector fields", figure="vector_field", model="{model}"
+            "results/{experiment}/figures/vector_field_{run}.pdf",
+            "vector_field",
+            subcategory="Vector fields",
+            figure="vector_field",
+            run="{run}",
         ),
-        png="results/{experiment}/figures/vector_field_{model}.png",
+        png="results/{experiment}/figures/vector_field_{run}.png",
     log:
-        "results/{experiment}/logs/figures/vector_field_{model}.log",
+        "results/{experiment}/logs/figures/vector_field_{run}.log",
+    localrule: True
+    conda:
+        "../../envs/analysis.yaml"
     params:
         figures=lambda wc: figure_options(wc.experiment),
         holdout=lambda wc: figure_holdout(wc.experiment),
         kinds=lambda wc: model_kinds(wc.experiment),
-        label=lambda wc: run_label(wc.experiment, wc.model),
+        label=lambda wc: run_label(wc.experiment, wc.run),
         perturbations=lambda wc: [data_info(wc.experiment)["slugs"][p] for p in figure_perturbations(wc.experiment)],
-    localrule: True
-    conda:
-        "../../envs/analysis.yaml"
+        predictions=lambda wc: holdout_predictions(
+            wc.experiment, vector_field_runs(wc.experiment, wc.run), figure_perturbations(wc.experiment)
+        ),
     script:
         "../scripts/figure_vector_field.py"
 
@@ -164,17 +216,18 @@ rule toy_map:
         "results/toy_maps/{toy_dataset}/{toy_model}/benchmark.tsv"
     wildcard_constraints:
         toy_dataset="|".join(TOY_DATASETS),
-        toy_model="|".join(OT_KINDS),
+        toy_model="|".join(NEURAL_OT),
+    conda:
+        "../../envs/training.yaml"
+    threads: 1
+    resources:
+        gpu=GPU_REQUEST,
+        mem_mb=lambda wc, attempt: 4000 * attempt,
+        runtime=60,
     params:
         settings=lambda wc: toy_settings(),
         seed=config["seed"],
         device=config["device"],
-    threads: 1
-    resources:
-        gpu=GPU_REQUEST,
-        mem_mb=2000,
-    conda:
-        "../../envs/training.yaml"
     script:
         "../scripts/toy_map.py"
 
@@ -184,15 +237,17 @@ rule figure_toy_maps:
     input:
         lambda wc: [f"{d}/points.csv" for d in toy_map_dirs()],
     output:
-        pdf=figure_report("results/figures/toy_maps.pdf", "toy_maps", experiment="Across experiments", figure="toy_maps"),
+        pdf=figure_report(
+            "results/figures/toy_maps.pdf", "toy_maps", experiment="Across experiments", figure="toy_maps"
+        ),
         png="results/figures/toy_maps.png",
     log:
         "results/figures/logs/toy_maps.log",
-    params:
-        seed=config["seed"],
     localrule: True
     conda:
         "../../envs/analysis.yaml"
+    params:
+        seed=config["seed"],
     script:
         "../scripts/figure_toy_maps.py"
 
@@ -202,13 +257,20 @@ rule figure_training_time:
     input:
         all_trained_models,
     output:
-        pdf=figure_report("results/figures/training_time.pdf", "training_time", experiment="Across experiments", figure="training_time"),
+        pdf=figure_report(
+            "results/figures/training_time.pdf",
+            "training_time",
+            experiment="Across experiments",
+            figure="training_time",
+        ),
         png="results/figures/training_time.png",
     log:
         "results/figures/logs/training_time.log",
     localrule: True
     conda:
         "../../envs/analysis.yaml"
+    params:
+        models=NEURAL_OT,
     script:
         "../scripts/figure_training_time.py"
 

@@ -14,71 +14,48 @@ rule train_autoencoder:
         "results/autoencoders/{key}/train.log",
     benchmark:
         "results/autoencoders/{key}/benchmark.tsv"
+    conda:
+        "../../envs/training.yaml"
+    threads: 1
+    resources:
+        gpu=GPU_REQUEST,
+        mem_mb=lambda wc, attempt: 8000 * attempt,
+        runtime=480,
     params:
         run=lambda wc: AUTOENCODERS[wc.key],
         seed=config["seed"],
         device=config["device"],
         checkpoint="results/.checkpoints/autoencoders/{key}.pt",
-    threads: 1
-    resources:
-        gpu=GPU_REQUEST,
-        mem_mb=4000,
-        runtime=240,
-    conda:
-        "../../envs/training.yaml"
     script:
         "../scripts/train_autoencoder.py"
 
 
 rule train:
-    """One model on one perturbation (one job per perturbation)."""
+    """One training job of a model run: every perturbation at once (job `_joint`) or one (job = its slug).
+
+    Which jobs a run has is decided by perturbot.experiment.training_jobs alone.
+    """
     input:
         data="results/{experiment}/data",
         autoencoder=autoencoder_input,
     output:
-        model="results/{experiment}/models/{holdout}/{model}/{perturbation}/model.json",
-        history="results/{experiment}/models/{holdout}/{model}/{perturbation}/history.csv",
+        model="results/{experiment}/models/{holdout}/{run}/{job}/model.json",
+        history="results/{experiment}/models/{holdout}/{run}/{job}/history.csv",
     log:
-        "results/{experiment}/logs/train/{holdout}/{model}/{perturbation}.log",
+        "results/{experiment}/logs/train/{holdout}/{run}/{job}.log",
     benchmark:
-        "results/{experiment}/models/{holdout}/{model}/{perturbation}/benchmark.tsv"
-    params:
-        spec=spec,
-        perturbations=lambda wc: [data_info(wc.experiment)["slugs"][wc.perturbation]],
-        checkpoint=lambda wc: f"results/.checkpoints/{wc.experiment}/{wc.holdout}/{wc.model}/{wc.perturbation}.pt",
+        "results/{experiment}/models/{holdout}/{run}/{job}/benchmark.tsv"
+    conda:
+        "../../envs/training.yaml"
     threads: 1
     resources:
         gpu=GPU_REQUEST,
-        mem_mb=4000,
-        runtime=240,
-    conda:
-        "../../envs/training.yaml"
-    script:
-        "../scripts/train.py"
-
-
-rule train_joint:
-    """One model on every perturbation at once (batched training; cae always)."""
-    input:
-        data="results/{experiment}/data",
-        autoencoder=autoencoder_input,
-    output:
-        model="results/{experiment}/models/{holdout}/{model}/_joint/model.json",
-        history="results/{experiment}/models/{holdout}/{model}/_joint/history.csv",
-    log:
-        "results/{experiment}/logs/train/{holdout}/{model}/_joint.log",
-    benchmark:
-        "results/{experiment}/models/{holdout}/{model}/_joint/benchmark.tsv"
+        # a joint job holds every perturbation's cells (and networks) at once
+        mem_mb=lambda wc, attempt: (16000 if wc.job == JOINT_JOB else 8000) * attempt,
+        runtime=lambda wc: 720 if wc.job == JOINT_JOB else 480,
     params:
         spec=spec,
-        perturbations=lambda wc: list(data_info(wc.experiment)["slugs"].values()),
-        checkpoint=lambda wc: f"results/.checkpoints/{wc.experiment}/{wc.holdout}/{wc.model}/_joint.pt",
-    threads: 1
-    resources:
-        gpu=GPU_REQUEST,
-        mem_mb=4000,
-        runtime=240,
-    conda:
-        "../../envs/training.yaml"
+        perturbations=lambda wc: run_training_jobs(wc.experiment, wc.run)[wc.job],
+        checkpoint=lambda wc: f"results/.checkpoints/{wc.experiment}/{wc.holdout}/{wc.run}/{wc.job}.pt",
     script:
         "../scripts/train.py"

@@ -4,4 +4,4 @@ from perturbot.tables import aggregate_metrics
 from perturbot.logs import log_to_file
 
 log_to_file(snakemake.log[0])
-aggregate_metrics(list(snakemake.input), snakemake.output[0])
+aggregate_metrics(snakemake.params.files, snakemake.output[0])

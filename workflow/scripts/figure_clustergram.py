@@ -10,7 +10,7 @@ from perturbot.plotting import clustergram, save_figure
 log_to_file(snakemake.log[0])
 states = pd.read_csv(snakemake.input.states, index_col="cell", dtype={"cell": str})["state"]
 costs = []
-for path in snakemake.input.predictions:
+for path in snakemake.params.predictions:
     obs = ad.read_h5ad(path, backed="r").obs
     costs.append(pd.DataFrame({"cell": obs.index.astype(str), "perturbation": obs["perturbation"], "transport_cost": obs["transport_cost"]}))
 table = mean_cost_by_state(pd.concat(costs, ignore_index=True), states)

@@ -15,10 +15,10 @@ data = ad.read_h5ad(Path(snakemake.input.data) / f"{holdout}.h5ad")
 info = data.uns["perturbot"]
 control = model_input(data)
 predictions: dict[str, dict[str, ad.AnnData]] = {}
-for path in snakemake.input.predictions:
+for path in snakemake.params.predictions:
     pred = ad.read_h5ad(path)
-    # identity's prediction is the control cells, drawn already
-    if snakemake.params.kinds[pred.obs["model"].iloc[0]] != "identity":
+    # a prediction that is the control cells themselves (identity) is drawn already, as control
+    if not snakemake.params.kinds[pred.obs["model"].iloc[0]]["copies_input"]:
         predictions.setdefault(pred.obs["perturbation"].iloc[0], {})[pred.obs["model"].iloc[0]] = pred
 rows = []
 for perturbation, by_model in predictions.items():

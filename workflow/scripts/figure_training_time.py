@@ -1,4 +1,4 @@
-"""Rule figure_training_time: CellOT and W1-OT training time against dimension."""
+"""Rule figure_training_time: the neural OT models' training time against dimension."""
 
 from pathlib import Path
 
@@ -6,4 +6,5 @@ from perturbot.logs import log_to_file
 from perturbot.plotting import save_figure, training_runs, training_time
 
 log_to_file(snakemake.log[0])
-save_figure(training_time(training_runs([Path(p).parent for p in snakemake.input])), snakemake.output.pdf)
+runs = training_runs([Path(p).parent for p in snakemake.input])
+save_figure(training_time(runs, snakemake.params.models), snakemake.output.pdf)

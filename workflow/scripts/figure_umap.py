@@ -1,34 +1,21 @@
-"""Rule figure_umap: observed perturbed and predicted cells of one perturbation in one joint UMAP."""
-
-from pathlib import Path
+"""Rule figure_umap: draw the joint UMAP of one perturbation (computed by rule umap_embeddings)."""
 
 import anndata as ad
 import numpy as np
 
-from perturbot.cells import evaluation_target, model_input
+from perturbot.embedding import OBSERVED, embedded_models, embedding_frame
 from perturbot.logs import log_to_file
-from perturbot.plotting import changing_features, joint_embedding, joint_umap, model_order, save_figure
-from perturbot.plotting.embedding import CONTROL, OBSERVED
+from perturbot.plotting import changing_features, joint_umap, save_figure
 
 log_to_file(snakemake.log[0])
 options = snakemake.params.figures
-perturbation = snakemake.params.perturbation
-kinds = snakemake.params.kinds
-data = ad.read_h5ad(Path(snakemake.input.data) / f"{snakemake.params.holdout}.h5ad")
-info = data.uns["perturbot"]
-control = np.asarray(model_input(data).X)
-observed = np.asarray(evaluation_target(data, perturbation))
-predicted = {}
-for path in snakemake.input.predictions:
-    pred = ad.read_h5ad(path)
-    predicted[pred.obs["model"].iloc[0]] = np.asarray(pred.X)
-# identity's prediction is the control cells, embedded once as control
-models = [m for m in model_order(predicted, kinds) if kinds[m] != "identity"]
-blocks = {CONTROL: control, OBSERVED: observed, **{m: predicted[m] for m in models}}
-frame, cells = joint_embedding(blocks, max_cells=options["umap_max_cells"], seed=snakemake.params.seed)
+embedding = ad.read_h5ad(snakemake.params.embedding)
+frame = embedding_frame(embedding)
 feature = None
-if info["recipe"]["modality"] == "features":
-    name = options.get("umap_feature") or changing_features(control, observed, list(data.var_names), 1)[0]
-    feature = (name, cells[:, list(data.var_names).index(name)])
-title = f"{snakemake.wildcards.experiment}: {perturbation} (holdout {snakemake.params.holdout})"
-save_figure(joint_umap(frame, models, feature=feature, kinds=kinds, title=title), snakemake.output.pdf)
+if snakemake.params.modality == "features":
+    cells, genes = np.asarray(embedding.X), list(embedding.var_names)
+    control, observed = cells[frame["origin"] == "control"], cells[frame["origin"] == OBSERVED]
+    name = options.get("umap_feature") or changing_features(control, observed, genes, 1)[0]
+    feature = (name, cells[:, genes.index(name)])
+title = f"{snakemake.wildcards.experiment}: {embedding.uns['perturbation']} (holdout {snakemake.params.holdout})"
+save_figure(joint_umap(frame, embedded_models(embedding), feature=feature, kinds=snakemake.params.kinds, title=title), snakemake.output.pdf)

@@ -18,7 +18,7 @@ responses = {p: {} for p in snakemake.params.perturbations}
 for p in responses:
     if f"X_true_{p}" in inputs.obsm:
         responses[p]["truth"] = np.asarray(inputs.obsm[f"X_true_{p}"])
-for path in snakemake.input.predictions:
+for path in snakemake.params.predictions:
     pred = ad.read_h5ad(path)
     if not (pred.obs_names == inputs.obs_names).all():
         raise ValueError(f"{path}: predicted cells are not the holdout's test control cells in order")

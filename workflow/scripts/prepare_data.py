@@ -1,10 +1,10 @@
 """Rule prepare_data: one prepared .h5ad per holdout plus perturbations.json."""
 
 import json
-import shutil
 import sys
 from pathlib import Path
 
+from perturbot.atomic import atomic_path
 from perturbot.data.io import DataError, load_dataset, read_list
 from perturbot.logs import log_to_file
 from perturbot.preprocessing import prepare
@@ -36,40 +36,17 @@ def check_holdouts() -> None:
         )
 
 
-out = Path(snakemake.output[0])
-tmp = out.with_name(out.name + ".tmp")
-shutil.rmtree(tmp, ignore_errors=True)
-tmp.mkdir(parents=True)
 try:
-    check_holdouts()
-    adata, perturbations = load_dataset(dataset, name=exp["dataset"])
-    for run in snakemake.params.runs:
-        prepared = prepare(
-            adata,
-            perturbations=perturbations,
-            condition_key=dataset["condition_key"],
-            control=dataset["control"],
-            modality=dataset["modality"],
-            setting=exp["setting"],
-            holdout_key=exp["holdout_key"],
-            holdout=run.holdout,
-            test_fraction=exp["test_fraction"],
-            min_cells=exp["min_cells"],
-            n_hvg=exp["n_hvg"],
-            n_markers=exp["n_markers"],
-            max_cells=exp["max_cells"],
-            seed=snakemake.params.seed,
-            companion=run.companion,
-        )
-        prepared.write_h5ad(tmp / f"{run.slug}.h5ad")
-    info = {"perturbations": perturbations, "slugs": slug_map(perturbations)}
-    (tmp / "perturbations.json").write_text(json.dumps(info, indent=1))
+    with atomic_path(snakemake.output[0]) as tmp:  # never a half-written data directory
+        tmp.mkdir()
+        check_holdouts()
+        adata, perturbations = load_dataset(dataset, name=exp["dataset"])
+        for run in snakemake.params.runs:
+            prepared = prepare(adata, perturbations=perturbations, holdout=run.holdout, companion=run.companion,
+                               **snakemake.params.preparation)
+            prepared.write_h5ad(tmp / f"{run.slug}.h5ad")
+        info = {"perturbations": perturbations, "slugs": slug_map(perturbations)}
+        (tmp / "perturbations.json").write_text(json.dumps(info, indent=1))
 except (DataError, ValueError) as err:
-    shutil.rmtree(tmp, ignore_errors=True)
     print(f"\nData error in experiment {snakemake.wildcards.experiment!r}: {err}\n", file=sys.stderr)
     sys.exit(1)
-except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)  # never leave a half-written data.tmp behind
-    raise
-shutil.rmtree(out, ignore_errors=True)
-tmp.rename(out)

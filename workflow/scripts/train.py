@@ -1,4 +1,4 @@
-"""Rules train and train_joint: fit one model and save it with its history."""
+"""Rule train: one training job of a model run (every perturbation at once, or one); saves the model and its history."""
 
 from pathlib import Path
 
@@ -12,6 +12,7 @@ autoencoder = Path(snakemake.input.autoencoder).parent if snakemake.input.autoen
 train(
     data,
     snakemake.params.spec,
+    snakemake.wildcards.job,
     snakemake.params.perturbations,
     model_dir,
     autoencoder_dir=autoencoder,

@@ -31,10 +31,8 @@ _REGISTRY: dict[str, str] = {
     "otfm": "perturbot.models.otfm:OTFlowMatching",
 }
 
-#: Models that only make sense in an autoencoder's latent space (the workflow wraps them).
-LATENT_ONLY = {"scgen"}
-#: Models whose default space is the latent one for counts/expression data.
-LATENT_BY_DEFAULT = {"cellot", "w1ot", "scgen", "otfm", "gaussian_ot", "popalign"}
+#: The capability tags a model class declares (see :class:`perturbot.models.base.PerturbationModel`).
+TAGS = ("role", "is_ot", "is_neural", "joint_only", "default_space", "needs_reference_cells", "copies_input", "multi_perturbation")
 
 
 def register(name: str, path: str) -> None:
@@ -52,6 +50,12 @@ def name_of(cls: type) -> str | None:
     return next((name for name, registered in _REGISTRY.items() if registered == path), None)
 
 
+def tags(name: str) -> dict[str, str | bool]:
+    """A registered model's capability tags, plus its registry name under ``model``."""
+    cls = get(name)
+    return {"model": name, **{tag: getattr(cls, tag) for tag in TAGS}}
+
+
 def get(name: str) -> type[PerturbationModel]:
     """Return the model class registered under ``name``."""
     if name not in _REGISTRY:
@@ -62,4 +66,4 @@ def get(name: str) -> type[PerturbationModel]:
     return cls
 
 
-__all__ = ["LATENT_BY_DEFAULT", "LATENT_ONLY", "NotFittedError", "PerturbationModel", "available", "get", "name_of", "register"]
+__all__ = ["TAGS", "NotFittedError", "PerturbationModel", "available", "get", "name_of", "register", "tags"]

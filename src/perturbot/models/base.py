@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,24 @@ def as_float_array(x: Any, name: str = "x") -> np.ndarray:
     return arr
 
 
+def fit_inputs(source: Any, targets: Mapping[str, Any]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The checked float32 arrays every ``fit_many`` starts from, with clear errors for bad input.
+
+    No target, NaN/inf, a wrong rank or a target whose width differs from the
+    source's all stop here, naming the offending population.
+    """
+    if not targets:
+        raise ValueError("targets must hold at least one perturbation")
+    source = as_float_array(source, "source")
+    checked = {}
+    for name, target in targets.items():
+        target = as_float_array(target, f"target {name!r}")
+        if target.shape[1] != source.shape[1]:
+            raise ValueError(f"target {name!r} has {target.shape[1]} features but source has {source.shape[1]}")
+        checked[str(name)] = target
+    return source, checked
+
+
 class PerturbationModel:
     """Base class: maps control cells (source) to their perturbed state (target).
 
@@ -56,10 +75,28 @@ class PerturbationModel:
     ``_get_state``/``_set_state`` (JSON-serialisable).
     """
 
-    #: Registry name, set by :func:`perturbot.models.register`.
+    #: Registry name, set by :func:`perturbot.models.get`.
     name: str = ""
     #: Whether ``fit_many`` trains several perturbations jointly.
     multi_perturbation: bool = False
+
+    # Capability tags: what the workflow and the figures need to know about a model, said once, here
+    # (read through ``perturbot.models.tags(name)``; in the spirit of scikit-learn's estimator tags).
+    #: ``"bound"`` (the worst and the best sensible prediction), ``"baseline"`` or ``"method"``.
+    role: str = "method"
+    #: A transport map between the two populations: drawn in the transport-cost and vector-field figures.
+    is_ot: bool = False
+    #: Trains a network for many iterations: drawn in the training-time figure and on the 2-D toy maps.
+    is_neural: bool = False
+    #: Learns every perturbation at once, always (one training job, whatever ``joint_training`` says).
+    joint_only: bool = False
+    #: Space it runs in by default: ``"data"``; ``"latent"`` (the autoencoder's, for counts and expression
+    #: data); ``"latent_only"`` (always the latent space).
+    default_space: str = "data"
+    #: ``fit`` takes held-out real perturbed cells (the lower bound), not the training target.
+    needs_reference_cells: bool = False
+    #: Its prediction is the input cells themselves: figures draw it once, as the control cells.
+    copies_input: bool = False
     #: Name under which such a model's ``fit`` stores its one perturbation.
     single_perturbation: str = "target"
 

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from perturbot.models.autoencoder import ReconstructionModel
-from perturbot.models.base import as_float_array
+from perturbot.models.base import fit_inputs
 
 #: Condition name of the source (control) cells; label 0 of the one-hot code.
 CONTROL = "control"
@@ -38,6 +38,9 @@ class ConditionalAutoencoder(ReconstructionModel):
     Batches are class-balanced over control and the perturbations; the kept
     weights are those with the lowest validation reconstruction loss.
     """
+    role = "baseline"
+    is_neural = True
+    joint_only = True
 
     name = "cae"
     multi_perturbation = True
@@ -50,19 +53,10 @@ class ConditionalAutoencoder(ReconstructionModel):
         self, source: Any, targets: dict[str, Any], *, checkpoint: str | Path | None = None
     ) -> "ConditionalAutoencoder":
         """Train on control (label 0) and each perturbation (labels 1..P, in dict order)."""
-        if not targets:
-            raise ValueError("targets must hold at least one perturbation")
         if CONTROL in targets:
             raise ValueError(f"{CONTROL!r} is reserved for the source cells; rename that perturbation")
-        source = as_float_array(source, "source")
-        blocks = [source]
-        for name, target in targets.items():
-            target = as_float_array(target, f"target {name!r}")
-            if target.shape[1] != source.shape[1]:
-                raise ValueError(
-                    f"target {name!r} has {target.shape[1]} features but source has {source.shape[1]}"
-                )
-            blocks.append(target)
+        source, targets = fit_inputs(source, targets)
+        blocks = [source, *targets.values()]
         labels = np.concatenate([np.full(len(b), i, dtype=np.int64) for i, b in enumerate(blocks)])
         self.perturbations_ = [str(p) for p in targets]
         self._train(np.concatenate(blocks), labels, n_conditions=len(blocks), checkpoint=checkpoint)

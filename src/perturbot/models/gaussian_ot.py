@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from perturbot.models.base import PerturbationModel, as_float_array
+from perturbot.models.base import PerturbationModel, fit_inputs
 
 
 def _sqrt_psd(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -76,6 +76,9 @@ class GaussianOT(PerturbationModel):
 
     ``device`` is unused (numpy, float64); ``seed`` seeds the randomised PCA solver.
     """
+    role = "baseline"
+    is_ot = True
+    default_space = "latent"
 
     name = "gaussian_ot"
     multi_perturbation = True
@@ -136,17 +139,13 @@ class GaussianOT(PerturbationModel):
     ) -> "GaussianOT":
         """One Gaussian map per perturbation (closed form; ``checkpoint`` is accepted and ignored)."""
         self._check_params()
-        if not targets:
-            raise ValueError("targets must hold at least one perturbation")
-        source = as_float_array(source, "source").astype(np.float64)
+        source, targets = fit_inputs(source, targets)
+        source = source.astype(np.float64)
         maps = []
         for name, target in targets.items():
-            target = as_float_array(target, f"target {name!r}").astype(np.float64)
-            if target.shape[1] != source.shape[1]:
-                raise ValueError(f"target {name!r} has {target.shape[1]} features but source has {source.shape[1]}")
             if min(len(source), len(target)) < 2:
                 raise ValueError("a Gaussian needs at least 2 cells per population")
-            maps.append(self._fit_one(source, target, str(name)))
+            maps.append(self._fit_one(source, target.astype(np.float64), name))
         self.n_features_in_ = source.shape[1]
         self.perturbations_ = [str(p) for p in targets]
         self.maps_ = maps

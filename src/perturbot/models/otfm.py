@@ -24,7 +24,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 
 from perturbot import training
-from perturbot.models.base import PerturbationModel, as_float_array
+from perturbot.models.base import PerturbationModel, fit_inputs
 from perturbot.nn.velocity import VelocityField
 
 _INFERENCE_CHUNK = 16384
@@ -39,6 +39,9 @@ class OTFlowMatching(PerturbationModel):
     ``scale_`` (input standardisation), ``history_``, ``val_mmd_`` (per
     perturbation, of the kept weights) and ``fit_seconds_``.
     """
+    is_ot = True
+    is_neural = True
+    default_space = "latent"
 
     name = "otfm"
     multi_perturbation = True
@@ -114,13 +117,7 @@ class OTFlowMatching(PerturbationModel):
     ) -> "OTFlowMatching":
         """Train one velocity field on every target at once (resumable from ``checkpoint``)."""
         self._check_params()
-        if not targets:
-            raise ValueError("targets is empty")
-        src = as_float_array(source, "source")
-        tgts = {str(k): as_float_array(v, f"target {k!r}") for k, v in targets.items()}
-        for name, t in tgts.items():
-            if t.shape[1] != src.shape[1]:
-                raise ValueError(f"target {name!r} has {t.shape[1]} features, source has {src.shape[1]}")
+        src, tgts = fit_inputs(source, targets)
         self.device_ = training.resolve_device(self.device)
         names = list(tgts)
         if self.standardize:

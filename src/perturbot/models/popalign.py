@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from perturbot.models.base import PerturbationModel, as_float_array
+from perturbot.models.base import PerturbationModel, fit_inputs
 from perturbot.models.gaussian_ot import gaussian_map_matrix
 
 EMBEDDINGS = ("none", "onmf", "pca")
@@ -86,6 +86,8 @@ class PopAlign(PerturbationModel):
 
     ``device`` is unused (numpy); ``seed`` seeds the validation split and the mixtures' initialisation.
     """
+    role = "baseline"
+    default_space = "latent"
 
     name = "popalign"
     multi_perturbation = True
@@ -202,15 +204,9 @@ class PopAlign(PerturbationModel):
     ) -> "PopAlign":
         """One control mixture, one mixture per perturbation, aligned ref2test (``checkpoint`` is ignored)."""
         self._check_params()
-        if not targets:
-            raise ValueError("targets must hold at least one perturbation")
-        source = as_float_array(source, "source").astype(np.float64)
-        arrays = {}
-        for name, target in targets.items():
-            target = as_float_array(target, f"target {name!r}").astype(np.float64)
-            if target.shape[1] != source.shape[1]:
-                raise ValueError(f"target {name!r} has {target.shape[1]} features but source has {source.shape[1]}")
-            arrays[str(name)] = target
+        source, targets = fit_inputs(source, targets)
+        source = source.astype(np.float64)
+        arrays = {name: target.astype(np.float64) for name, target in targets.items()}
         rng = np.random.default_rng(self.seed)
         # the embedding is learned on every training cell, as PopAlign's oNMF/PCA on all samples
         self._fit_embedding(np.concatenate([source, *arrays.values()]))

@@ -14,13 +14,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from perturbot.models.base import PerturbationModel, as_float_array
+from perturbot.models.base import PerturbationModel, fit_inputs
 
 #: Perturbation name used by ``fit(source, target)``.
 
 
 class ScGen(PerturbationModel):
     """Mean-shift model; closed form, so ``seed``, ``device`` and ``checkpoint`` are unused."""
+    role = "baseline"
+    default_space = "latent_only"
 
     name = "scgen"
     multi_perturbation = True
@@ -34,18 +36,9 @@ class ScGen(PerturbationModel):
         self, source: Any, targets: dict[str, Any], *, checkpoint: str | Path | None = None
     ) -> "ScGen":
         """Store ``mean(target) - mean(source)`` per perturbation (means in float64)."""
-        if not targets:
-            raise ValueError("targets must hold at least one perturbation")
-        source = as_float_array(source, "source")
+        source, targets = fit_inputs(source, targets)
         control_mean = source.mean(axis=0, dtype=np.float64)
-        shifts = []
-        for name, target in targets.items():
-            target = as_float_array(target, f"target {name!r}")
-            if target.shape[1] != source.shape[1]:
-                raise ValueError(
-                    f"target {name!r} has {target.shape[1]} features but source has {source.shape[1]}"
-                )
-            shifts.append(target.mean(axis=0, dtype=np.float64) - control_mean)
+        shifts = [target.mean(axis=0, dtype=np.float64) - control_mean for target in targets.values()]
         self.n_features_in_ = source.shape[1]
         self.perturbations_ = [str(p) for p in targets]
         self.shifts_ = np.stack(shifts).astype(np.float32)

@@ -9,6 +9,8 @@ from perturbot.models.base import PerturbationModel, as_float_array
 
 class Identity(PerturbationModel):
     """Predicts no effect: the control cells are returned unchanged (upper bound on error)."""
+    role = "bound"
+    copies_input = True
 
     def __init__(self, seed: int = 0, device: str = "cpu") -> None:
         self.seed = seed
@@ -28,6 +30,8 @@ class Observed(Identity):
     It has no per-cell correspondence with the input; ``transport`` returns the
     stored reference cells (``target`` of ``fit``), resampled to the input's size.
     """
+    copies_input = False
+    needs_reference_cells = True
 
     def fit(self, source, target, **kwargs) -> "Observed":
         as_float_array(source, "source")

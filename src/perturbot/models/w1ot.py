@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from perturbot import training
-from perturbot.models.base import PerturbationModel, as_float_array
+from perturbot.models.base import PerturbationModel, fit_inputs
 from perturbot.nn.lipschitz import ORTHOGONALIZATIONS, LipschitzPotential
 from perturbot.nn.mlp import mlp
 
@@ -37,6 +37,9 @@ class W1OT(PerturbationModel):
     ``history_``, ``w1_validation_`` and ``val_mmd_`` (per perturbation), and
     ``fit_seconds_`` (wall and process CPU time of each stage, validation included).
     """
+    is_ot = True
+    is_neural = True
+    default_space = "latent"
 
     name = "w1ot"
     multi_perturbation = True
@@ -117,13 +120,7 @@ class W1OT(PerturbationModel):
         self, source: Any, targets: dict[str, Any], *, checkpoint: str | None = None
     ) -> "W1OT":
         """Fit one potential and one step-size network per target, all in the same batched loop."""
-        if not targets:
-            raise ValueError("targets is empty")
-        src = as_float_array(source, "source")
-        tgts = {str(k): as_float_array(v, f"target {k!r}") for k, v in targets.items()}
-        for name, t in tgts.items():
-            if t.shape[1] != src.shape[1]:
-                raise ValueError(f"target {name!r} has {t.shape[1]} features, source has {src.shape[1]}")
+        src, tgts = fit_inputs(source, targets)
         self.device_ = training.resolve_device(self.device)
         names = list(tgts)
         n_pot, n_step = self._iterations()

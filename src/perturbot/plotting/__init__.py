@@ -6,7 +6,7 @@ alone, so a model keeps its colour in every figure.
 
 from perturbot.plotting.costs import clustergram, cost_summary
 from perturbot.plotting.distributions import changing_features, marginal_features, marginals
-from perturbot.plotting.embedding import joint_embedding, joint_umap, response_field, vector_field
+from perturbot.plotting.embedding import joint_umap, response_field, vector_field
 from perturbot.plotting.scores import figure_tests, iid_vs_holdout, iid_vs_holdout_pairs, mmd_boxplot, stars
 from perturbot.plotting.style import (
     DISPLAY_NAMES,
@@ -32,7 +32,6 @@ __all__ = [
     "iid_vs_holdout_pairs",
     "is_ot",
     "job_resources",
-    "joint_embedding",
     "joint_umap",
     "marginal_features",
     "marginals",

@@ -7,7 +7,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib import pyplot as plt
 
-from perturbot.plotting.style import display_name, model_color
+from perturbot.plotting.style import Kinds, display_name, model_color
 
 
 def cost_summary(table: pd.DataFrame) -> pd.DataFrame:
@@ -25,7 +25,7 @@ def clustergram(
     sizes: pd.Series | None = None,
     *,
     model: str,
-    kinds: dict[str, str] | None = None,
+    kinds: Kinds | None = None,
     title: str | None = None,
 ) -> plt.Figure:
     """Clustered heat map of the mean transport cost per perturbation (rows) and cell state (columns).

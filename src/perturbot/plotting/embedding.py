@@ -1,49 +1,15 @@
-"""Cells in two dimensions: joint UMAPs of observed and predicted cells, response vector fields in PCA space."""
+"""Cells in two dimensions: joint UMAPs (computed by :mod:`perturbot.embedding`), response vector fields in PCA space."""
 
 from __future__ import annotations
 
-import anndata as ad
 import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib import pyplot as plt
 from sklearn.decomposition import PCA
 
-from perturbot.plotting.style import MODEL_COLORS, display_name, model_color
-
-OBSERVED = "observed perturbed"
-CONTROL = "control"
-
-
-def joint_embedding(
-    blocks: dict[str, np.ndarray], *, max_cells: int = 500, n_pcs: int = 50, seed: int = 0
-) -> tuple[pd.DataFrame, np.ndarray]:
-    """UMAP of several populations embedded together (scanpy ``pp.neighbors`` + ``tl.umap``).
-
-    Each block is subsampled to at most ``max_cells`` rows; data wider than
-    ``n_pcs`` are reduced by PCA first. Returns a frame with ``origin``,
-    ``umap1``, ``umap2`` and the stacked (subsampled) cells, row-aligned.
-    """
-    import scanpy as sc
-
-    rng = np.random.default_rng(seed)
-    origins, cells = [], []
-    for name, x in blocks.items():
-        x = np.asarray(x, dtype=np.float32)
-        keep = np.sort(rng.choice(len(x), size=min(max_cells, len(x)), replace=False))
-        origins += [name] * len(keep)
-        cells.append(x[keep])
-    stacked = np.concatenate(cells)
-    adata = ad.AnnData(stacked)
-    if stacked.shape[1] > n_pcs:
-        sc.pp.pca(adata, n_comps=min(n_pcs, stacked.shape[0] - 1, stacked.shape[1] - 1), random_state=seed)
-        rep = "X_pca"
-    else:
-        rep = "X"
-    sc.pp.neighbors(adata, n_neighbors=15, use_rep=rep, random_state=seed)
-    sc.tl.umap(adata, random_state=seed)
-    frame = pd.DataFrame({"origin": origins, "umap1": adata.obsm["X_umap"][:, 0], "umap2": adata.obsm["X_umap"][:, 1]})
-    return frame, stacked
+from perturbot.embedding import CONTROL, OBSERVED
+from perturbot.plotting.style import Kinds, MODEL_COLORS, display_name, model_color
 
 
 def _scatter(ax: plt.Axes, frame: pd.DataFrame, mask, color, size: float = 4, **kwargs) -> None:
@@ -55,12 +21,12 @@ def joint_umap(
     models: list[str],
     *,
     feature: tuple[str, np.ndarray] | None = None,
-    kinds: dict[str, str] | None = None,
+    kinds: Kinds | None = None,
     title: str | None = None,
 ) -> plt.Figure:
     """One panel per model: its predicted cells over the observed perturbed cells, in one joint UMAP.
 
-    ``frame`` comes from :func:`joint_embedding` with blocks ``control``,
+    ``frame`` comes from :func:`perturbot.embedding.embedding_frame` with blocks ``control``,
     ``observed perturbed`` and one per model label. ``feature`` = (name,
     values row-aligned with ``frame``) adds a second row coloured by that
     feature (the CellOT paper's pERK panel).
@@ -142,7 +108,7 @@ def vector_field(
     responses: dict[str, dict[str, np.ndarray]],
     *,
     bins: int = 15,
-    kinds: dict[str, str] | None = None,
+    kinds: Kinds | None = None,
     title: str | None = None,
 ) -> plt.Figure:
     """Per-cell response (prediction − control) averaged on a grid of the control cells' first two PCs.

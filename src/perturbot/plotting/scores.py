@@ -8,7 +8,7 @@ import seaborn as sns
 from matplotlib import pyplot as plt
 from matplotlib.ticker import FormatStrFormatter, LogLocator, NullLocator
 
-from perturbot.plotting.style import base_model, display_name, is_bound, is_ot, model_color, model_order
+from perturbot.plotting.style import Kinds, display_name, is_bound, is_ot, model_color, model_order, tag
 from perturbot.statistics import HIGHER_IS_BETTER, unit_means
 
 METRIC_LABELS = {
@@ -41,7 +41,7 @@ def held_out_rows(metrics: pd.DataFrame) -> pd.DataFrame:
 
 
 def figure_tests(
-    statistics: pd.DataFrame, metric: str, models: list[str], kinds: dict[str, str] | None = None,
+    statistics: pd.DataFrame, metric: str, models: list[str], kinds: Kinds | None = None,
     setting: str | None = None,
 ) -> pd.DataFrame:
     """The rows of ``statistics.csv`` (:func:`perturbot.statistics.model_tests`) the box plot draws.
@@ -55,7 +55,7 @@ def figure_tests(
         rows = rows[rows["setting"] == setting]
     labels = model_order(models, kinds)
     ot = [m for m in labels if is_ot(m, kinds)]
-    baselines = [m for m in labels if not is_ot(m, kinds) and base_model(m, kinds) != "observed"]
+    baselines = [m for m in labels if not is_ot(m, kinds) and not tag(m, kinds, "needs_reference_cells")]
     higher = metric in HIGHER_IS_BETTER
     out = []
     for a in ot:
@@ -84,7 +84,7 @@ def _make_headroom(ax: plt.Axes, share: float) -> float:
 
 
 def _brackets(
-    ax: plt.Axes, tests: pd.DataFrame, order: list[str], kinds: dict[str, str] | None = None, step: float = 0.07
+    ax: plt.Axes, tests: pd.DataFrame, order: list[str], kinds: Kinds | None = None, step: float = 0.07
 ) -> None:
     """Brackets above the data, one level per test (narrowest first), x in data and y in axes coordinates.
 
@@ -126,7 +126,7 @@ def metric_boxplot(
     ax: plt.Axes,
     data: pd.DataFrame,
     metric: str,
-    kinds: dict[str, str] | None = None,
+    kinds: Kinds | None = None,
     statistics: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """One panel: a box per model over per-perturbation means (points, ±1 s.d. over seeds/draws),
@@ -166,7 +166,7 @@ def mmd_boxplot(
     metrics: pd.DataFrame,
     statistics: pd.DataFrame | None = None,
     metrics_shown: tuple[str, ...] = ("mmd", "l2_means", "r2_means"),
-    kinds: dict[str, str] | None = None,
+    kinds: Kinds | None = None,
     title: str | None = None,
 ) -> plt.Figure:
     """MMD, L2 and R² of means per model (the W1-OT paper's Fig. 3), one panel each.
@@ -206,11 +206,11 @@ def iid_vs_holdout_pairs(metrics: pd.DataFrame, metric: str = "mmd") -> pd.DataF
 
 
 def iid_vs_holdout(
-    metrics: pd.DataFrame, metric: str = "mmd", kinds: dict[str, str] | None = None, title: str | None = None
+    metrics: pd.DataFrame, metric: str = "mmd", kinds: Kinds | None = None, title: str | None = None
 ) -> plt.Figure:
     """Per model, each holdout's score under the i.i.d. model and the held-out model, joined (CellOT Fig. 4c)."""
     pairs = iid_vs_holdout_pairs(metrics, metric)
-    order = [m for m in model_order(pairs["model"], kinds) if base_model(m, kinds) != "observed"]
+    order = [m for m in model_order(pairs["model"], kinds) if not tag(m, kinds, "needs_reference_cells")]
     setting = pairs["setting"].iloc[0]
     fig, axes = plt.subplots(1, len(order), figsize=(1.6 * len(order) + 0.8, 3.2), sharey=True, squeeze=False)
     log = metric in LOG_METRICS and (pairs[["value_iid", "value_holdout"]] > 0).all().all()

@@ -7,6 +7,7 @@ its colour in every figure of every experiment.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -55,17 +56,16 @@ MODEL_COLORS = {
     "perturbed": "#000000",
     "truth": "#009e73",
 }
-#: Registry names of the optimal-transport models (the papers' subject); the rest are baselines.
-OT_MODELS = ("cellot", "w1ot", "otfm")
-#: Bounds rather than competitors: identity is the worst sensible prediction, observed the best.
-BOUNDS = ("identity", "observed")
+#: Model label (or run) -> its registry name (``model``) and capability tags, as
+#: ``perturbot.models.tags`` gives them; the workflow passes it to every figure.
+Kinds = dict[str, dict[str, Any]]
 _EXTRA = sns.color_palette("tab10").as_hex()
 
 
-def base_model(label: str, kinds: dict[str, str] | None = None) -> str:
+def base_model(label: str, kinds: Kinds | None = None) -> str:
     """Registry name of a label: from ``kinds`` when given, else the longest known name it starts with."""
     if kinds and label in kinds:
-        return kinds[label]
+        return kinds[label]["model"]
     return label if label in MODEL_COLORS else _known_prefix(label)[0]
 
 
@@ -88,7 +88,7 @@ def display_name(label: str) -> str:
     return label
 
 
-def model_color(label: str, kinds: dict[str, str] | None = None) -> str:
+def model_color(label: str, kinds: Kinds | None = None) -> str:
     """Colour of a model label; unknown labels get a stable colour from their name."""
     if label in MODEL_COLORS:
         return MODEL_COLORS[label]
@@ -98,18 +98,31 @@ def model_color(label: str, kinds: dict[str, str] | None = None) -> str:
     return _EXTRA[sum(map(ord, label)) % len(_EXTRA)]
 
 
-def model_order(labels, kinds: dict[str, str] | None = None) -> list[str]:
-    """Bounds first (identity, observed), then baselines, then OT models, then the rest."""
+ROLES = ("bound", "baseline", "method")
+
+
+def model_order(labels, kinds: Kinds | None = None) -> list[str]:
+    """Bounds first (identity, observed), then baselines, then methods; the papers' order within each."""
     rank = {name: i for i, name in enumerate(DISPLAY_NAMES)}
-    return sorted(set(labels), key=lambda m: (rank.get(base_model(m, kinds), len(rank)), m))
+
+    def key(label: str) -> tuple:
+        role = tag(label, kinds, "role", "method")
+        return ROLES.index(role) if role in ROLES else len(ROLES), rank.get(base_model(label, kinds), len(rank)), label
+
+    return sorted(set(labels), key=key)
 
 
-def is_ot(label: str, kinds: dict[str, str] | None = None) -> bool:
-    return base_model(label, kinds) in OT_MODELS
+def tag(label: str, kinds: Kinds | None, name: str, default: Any = False) -> Any:
+    """A capability tag of a label's model; ``default`` for labels ``kinds`` does not know."""
+    return (kinds or {}).get(label, {}).get(name, default)
 
 
-def is_bound(label: str, kinds: dict[str, str] | None = None) -> bool:
-    return base_model(label, kinds) in BOUNDS
+def is_ot(label: str, kinds: Kinds | None = None) -> bool:
+    return bool(tag(label, kinds, "is_ot"))
+
+
+def is_bound(label: str, kinds: Kinds | None = None) -> bool:
+    return tag(label, kinds, "role", "method") == "bound"
 
 
 def save_figure(fig: plt.Figure, pdf_path: str | Path) -> None:

@@ -80,8 +80,11 @@ def training_runs(model_dirs: list[str | Path]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def training_time(runs: pd.DataFrame, kinds: tuple[str, ...] = ("cellot", "w1ot", "otfm")) -> plt.Figure:
-    """Seconds per 1,000 iterations and total training time against the dimension trained in, per OT model."""
+def training_time(runs: pd.DataFrame, kinds: list[str] | tuple[str, ...]) -> plt.Figure:
+    """Seconds per 1,000 iterations and total training time against the dimension trained in, per model.
+
+    ``kinds``: the registry names drawn (the workflow passes the neural OT models').
+    """
     runs = runs[runs["kind"].isin(kinds)]
     if runs.empty:
         raise ValueError(f"no trained {' or '.join(kinds)} model to time")
