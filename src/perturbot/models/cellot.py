@@ -25,6 +25,32 @@ map between the two populations and its inverse, trains with a larger
 learning rate and fewer g steps, and stops on validation patience (see
 docs/models/cellot.md for what each choice buys). A hyper-parameter given
 explicitly overrides the preset's value.
+
+``solver`` picks how the potentials are trained, under either preset:
+``"minmax"`` (the default) is the schedule above; ``"amortized"`` is Amos's
+amortised conjugate (ICLR 2023) as OTT-JAX's ``W2NeuralDual`` implements it
+with ``amortization_loss="regression"``. Mapped onto this module's names: g
+(``T = grad g``, source side) is the exact potential, a convex ICNN (its ``W``
+clamped to be non-negative after every step) trained on the dual
+``mean g(x) + mean g*(y)``; its conjugate at a target cell,
+``g*(y) = <x_hat, y> - g(x_hat)``, takes ``x_hat = argmax_x <x, y> - g(x)``
+from a batched L-BFGS started at ``grad f(y)``; f is only the amortisation
+model, trained by regression ``mean ||grad f(y) - x_hat||^2``. One source and
+one target batch per iteration feed both updates (OTT's ``parallel_updates``
+with its default ``num_inner_iters=1``). ``potential_f`` then reports g's
+conjugate computed the same way (so ``grad f`` still maps targets back) and
+``w2_estimate`` uses ``g`` and ``g*``. Departures from OTT-JAX: the L-BFGS is
+written out in torch, batched over cells (each cell keeps its own curvature
+pairs and backtracking step; OTT calls jaxopt's L-BFGS per cell under vmap)
+with OTT's defaults (at most ``conjugate_iters=20`` iterations, gradient
+tolerance 1e-5, history 10, up to 20 backtracking halvings), plus one rule
+for float32: where a step's predicted decrease is below what float32 resolves
+the unit step is taken if it shrinks the gradient, and a cell whose step was
+halved below that resolution stops (without it, cells at their optimum burn
+every line-search halving on rounding noise); ``n_inner_iters`` and
+``fnorm_penalty`` are unused (g is clamped, f needs no convexity: it only
+predicts points; OTT with ``pos_weights=False`` penalises both and clamps
+the exact potential); the weights kept are still selected on validation MMD.
 """
 
 from __future__ import annotations
@@ -57,6 +83,15 @@ PRESETS: dict[str, dict[str, Any]] = {
     ),
 }
 INITS = ("uniform", "identity", "gaussian")
+SOLVERS = ("minmax", "amortized")
+#: Conjugate solver (OTT-JAX's DEFAULT_CONJUGATE_SOLVER): gradient tolerance, curvature pairs kept,
+#: backtracking halvings, Armijo constant.
+CONJUGATE_TOL = 1e-5
+CONJUGATE_HISTORY = 10
+CONJUGATE_LINESEARCH = 20
+ARMIJO = 1e-4
+#: A predicted decrease below this share of the objective's terms is rounding noise in float32.
+RESOLUTION = 1e-6
 #: Ridge added to covariances (standardised units) before the Gaussian map: singular covariances.
 COV_RIDGE = 1e-3
 
@@ -79,6 +114,9 @@ class Settings:
 
 class CellOT(PerturbationModel):
     """Neural W2 optimal transport between control and perturbed cells (see module docstring)."""
+    is_ot = True
+    is_neural = True
+    default_space = "latent"
 
     name = "cellot"
     multi_perturbation = True
@@ -102,6 +140,8 @@ class CellOT(PerturbationModel):
         val_size: int = 500,
         patience: int | None = None,
         checkpoint_every: int = 1000,
+        solver: str = "minmax",
+        conjugate_iters: int = 20,
         seed: int = 0,
         device: str = "auto",
     ) -> None:
@@ -122,6 +162,8 @@ class CellOT(PerturbationModel):
         self.val_size = val_size
         self.patience = patience
         self.checkpoint_every = checkpoint_every
+        self.solver = solver
+        self.conjugate_iters = conjugate_iters
         self.seed = seed
         self.device = device
 
@@ -151,7 +193,8 @@ class CellOT(PerturbationModel):
             self.scale_ = float(np.sqrt(source.var(0).mean())) or 1.0
             source = self._standardise(source)
             tgts = [self._standardise(t) for t in tgts]
-        trainer = _Trainer(self, hp, source, tgts, names, self.device_)
+        trainer_cls = _AmortizedTrainer if self.solver == "amortized" else _Trainer
+        trainer = trainer_cls(self, hp, source, tgts, names, self.device_)
         result = trainer.run(training.Checkpoint(checkpoint, every=self.checkpoint_every))
         self.n_features_in_ = source.shape[1]
         self.perturbations_ = names
@@ -183,6 +226,10 @@ class CellOT(PerturbationModel):
             raise ValueError(f"lr must be positive, got {hp.lr!r}")
         if hp.init not in INITS:
             raise ValueError(f"init must be one of {INITS}, got {hp.init!r}")
+        if self.solver not in SOLVERS:
+            raise ValueError(f"solver must be one of {SOLVERS}, got {self.solver!r}")
+        if int(self.conjugate_iters) < 1:
+            raise ValueError(f"conjugate_iters must be positive, got {self.conjugate_iters!r}")
         return hp
 
     # ------------------------------------------------------------ inference
@@ -225,9 +272,38 @@ class CellOT(PerturbationModel):
         return self._evaluate(self.g_, self._check_input(x), index, "value")
 
     def potential_f(self, y: Any, perturbation: str | None = None) -> np.ndarray:
-        """Values of the convex potential f (target side; grad f maps targets back) at ``y``."""
+        """Values of the convex potential f (target side; grad f maps targets back) at ``y``.
+
+        With ``solver="amortized"`` the network f only predicts points, so this is
+        g's convex conjugate ``g*(y)``, solved numerically from f's prediction.
+        """
         index = self._perturbation_index(perturbation)
-        return self._evaluate(self.f_, self._check_input(y, "y"), index, "value")
+        y = self._check_input(y, "y")
+        if self._amortized():
+            return self._conjugate(y, index)[1].astype(np.float32)
+        return self._evaluate(self.f_, y, index, "value")
+
+    def _amortized(self) -> bool:
+        return getattr(self, "solver", "minmax") == "amortized"
+
+    def _conjugate(self, y: np.ndarray, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """``argmax_x <x, y> - g(x)`` and ``g*(y)`` in the data's units (float64), chunked.
+
+        Solved in the training units: with ``g(x) = s^2 g_z((x - m)/s) + <m, x>`` the
+        maximiser is ``m + s z_hat`` with ``z_hat`` the maximiser for ``g_z`` at ``(y - m)/s``.
+        """
+        w = self._standardise(y) if self.settings_.standardize else y.astype(np.float32)
+        g, f = self.g_.select([index]), self.f_.select([index])
+        points = []
+        for start in range(0, len(w), CHUNK):
+            wb = torch.from_numpy(w[start : start + CHUNK]).to(self.device_).unsqueeze(0)
+            with torch.no_grad():
+                guess = f.gradient(wb)
+            points.append(conjugate_argmax(g, wb, guess, int(self.conjugate_iters))[0].cpu().numpy())
+        z_hat = np.concatenate(points).astype(np.float64)
+        x_hat = self.shift_ + self.scale_ * z_hat if self.settings_.standardize else z_hat
+        g_hat = self._evaluate(self.g_, x_hat.astype(np.float32), index, "value").astype(np.float64)
+        return x_hat, (x_hat * y.astype(np.float64)).sum(1) - g_hat
 
     def w2_estimate(self, source: Any, target: Any, perturbation: str | None = None) -> float:
         """Squared W2 distance from the dual objective (the authors' ``compute_w2_distance`` x 2).
@@ -235,10 +311,16 @@ class CellOT(PerturbationModel):
         ``W2^2 ~= E|x|^2 + E|y|^2 - 2 E_x[<x, T(x)> - f(T(x))] - 2 E_y[f(y)]``, using
         ``<x, T(x)> - f(T(x))`` as the convex conjugate f*(x). Compare with the mean
         ``transport_cost`` (the learned map's primal cost) as a consistency check.
+        With ``solver="amortized"``: ``E|x|^2 + E|y|^2 - 2 E_x[g(x)] - 2 E_y[g*(y)]``
+        (OTT-JAX's ``W2_dist``), with g's conjugate solved numerically.
         """
         index = self._perturbation_index(perturbation)
         x = self._check_input(source, "source").astype(np.float64)
         y = self._check_input(target, "target").astype(np.float64)
+        if self._amortized():  # g is the exact potential, f stands in for its conjugate
+            g_x = self._evaluate(self.g_, x.astype(np.float32), index, "value").astype(np.float64)
+            g_star_y = self._conjugate(y.astype(np.float32), index)[1]
+            return float((x * x).sum(1).mean() + (y * y).sum(1).mean() - 2 * g_x.mean() - 2 * g_star_y.mean())
         tx = self._evaluate(self.g_, x.astype(np.float32), index, "gradient").astype(np.float64)
         f_tx = self._evaluate(self.f_, tx.astype(np.float32), index, "value").astype(np.float64)
         f_y = self._evaluate(self.f_, y.astype(np.float32), index, "value").astype(np.float64)
@@ -246,7 +328,7 @@ class CellOT(PerturbationModel):
         return float((x * x).sum(1).mean() + (y * y).sum(1).mean() - 2 * conjugate.mean() - 2 * f_y.mean())
 
     def negative_weight_share(self, perturbation: str | None = None) -> float:
-        """Share of g's W weights below zero (g is penalised, not clamped, towards convexity)."""
+        """Share of g's W weights below zero (minmax penalises g towards convexity; amortized clamps it: 0)."""
         index = self._perturbation_index(perturbation)
         return float(self.g_.negative_weight_share()[index])
 
@@ -474,8 +556,7 @@ class _Trainer:
         if self.validate:
             x = self.src_val.unsqueeze(0).expand(self.P, -1, -1)
             tx = self.g.gradient(x)
-            f_tx = self.f(tx)
-            conj = (x * tx).sum(-1) - f_tx
+            source_dual = self._source_dual(x, tx)
             x_sq = (self.src_val**2).sum(-1).mean()
             scale, shift = self._units()
             for p, y in enumerate(self.tgt_val):
@@ -483,8 +564,8 @@ class _Trainer:
                     mmd[p] = float(training.mmd_rbf_torch(tx[p], y))
                 else:  # in the data's units, so that the kernel bandwidths mean what they say
                     mmd[p] = float(training.mmd_rbf_torch(tx[p] * scale + shift, y * scale + shift))
-                f_y = self.f.select([p])(y.unsqueeze(0))[0]
-                w2[p] = float(x_sq + (y**2).sum(-1).mean() - 2 * conj[p].mean() - 2 * f_y.mean())
+                target_dual = self._target_dual(p, y)
+                w2[p] = float(x_sq + (y**2).sum(-1).mean() - 2 * source_dual[p].mean() - 2 * target_dual.mean())
                 if scale is not None:  # W2 scales with the data; it does not move with them
                     w2[p] *= scale**2
             improved = mmd < self.best_mmd
@@ -506,6 +587,14 @@ class _Trainer:
                 val_w2=float(w2[p]),
             )
         return mmd, losses
+
+    def _source_dual(self, x: torch.Tensor, tx: torch.Tensor) -> torch.Tensor:
+        """The dual's source term (P, n): f's conjugate at x, ``<x, T(x)> - f(T(x))``."""
+        return (x * tx).sum(-1) - self.f(tx)
+
+    def _target_dual(self, p: int, y: torch.Tensor) -> torch.Tensor:
+        """The dual's target term (n,) of perturbation p: ``f(y)``."""
+        return self.f.select([p])(y.unsqueeze(0))[0]
 
     def _units(self) -> tuple[float | None, torch.Tensor | None]:
         """Scale and shift back to the data's units, or (None, None) without standardisation."""
@@ -595,3 +684,136 @@ class _Trainer:
         for net in (self.f, self.g):
             net.requires_grad_(False)
         return _Result(self.f, self.g, best_iteration, self.iteration, self.history)
+
+
+class _AmortizedTrainer(_Trainer):
+    """Amos (2023) / OTT-JAX ``W2NeuralDual``: g on the dual with a solved conjugate, f regresses onto it."""
+
+    def __init__(self, model: CellOT, *args: Any, **kwargs: Any) -> None:
+        super().__init__(model, *args, **kwargs)
+        self.conjugate_iters = int(model.conjugate_iters)
+        self.meta.update(solver="amortized", conjugate_iters=self.conjugate_iters)
+
+    def _iterate(self) -> None:
+        x, y = self._source_batch(), self._target_batch()
+        guess = self.f.gradient(y)  # amortised argmax, differentiable in f's weights
+        x_hat = conjugate_argmax(self.g, y, guess.detach(), self.conjugate_iters)
+        self.loss_sums[0] += self._dual_step(x, y, x_hat)
+        self.loss_sums[1] += self._regression_step(guess, x_hat)
+        self.loss_count += 1
+
+    def _dual_step(self, x: torch.Tensor, y: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
+        """One Adam step on ``mean g(x) + mean[<x_hat, y> - g(x_hat)]``, then clamp g convex."""
+        values = self.g(torch.cat([x, x_hat], dim=1))
+        g_star = (x_hat * y).sum(-1) - values[:, self.batch :]
+        loss = values[:, : self.batch].mean(1) + g_star.mean(1)
+        self._step(loss, self.g_params, self.opt_g)
+        self.g.clamp_weights_()
+        return loss.detach()
+
+    def _regression_step(self, guess: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
+        """One Adam step on the amortisation loss ``mean ||grad f(y) - x_hat||^2`` (per coordinate)."""
+        loss = (guess - x_hat).square().mean((1, 2))
+        self._step(loss, self.f_params, self.opt_f)
+        return loss.detach()
+
+    @staticmethod
+    def _step(loss: torch.Tensor, params: list[torch.nn.Parameter], optimizer: torch.optim.Optimizer) -> None:
+        grads = torch.autograd.grad(loss.sum(), params)
+        for param, grad in zip(params, grads):
+            param.grad = grad.contiguous()  # fused CPU Adam misreads strided gradients
+        optimizer.step()
+
+    def _source_dual(self, x: torch.Tensor, tx: torch.Tensor) -> torch.Tensor:
+        """g(x): g is the exact potential here."""
+        return self.g(x)
+
+    def _target_dual(self, p: int, y: torch.Tensor) -> torch.Tensor:
+        """g*(y), solved from f's prediction."""
+        g, f = self.g.select([p]), self.f.select([p])
+        y = y.unsqueeze(0)
+        x_hat = conjugate_argmax(g, y, f.gradient(y), self.conjugate_iters)
+        return ((x_hat * y).sum(-1) - g(x_hat))[0]
+
+
+def _conjugate_objective(
+    net: StackedICNN, x: torch.Tensor, y: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``net(x) - <x, y>`` (P, n), its gradient in x (P, n, d), and ``|net(x)| + |<x, y>|`` (P, n).
+
+    The objective is minimised by the conjugate's argmax; the last term bounds
+    the rounding error of the difference (what float32 can resolve).
+    """
+    value, grad = net.value_and_gradient(x)
+    dot = (x * y).sum(-1)
+    return value - dot, grad - y, value.abs() + dot.abs()
+
+
+def _lbfgs_direction(grad: torch.Tensor, pairs: list[tuple[torch.Tensor, ...]]) -> torch.Tensor:
+    """L-BFGS two-loop recursion, each cell with its own curvature pairs ``(s, r, 1/<s, r>)``."""
+    q, alphas = grad, []
+    for s, r, rho in reversed(pairs):
+        alpha = rho * (s * q).sum(-1, keepdim=True)
+        q = q - alpha * r
+        alphas.append(alpha)
+    if pairs:  # initial Hessian <s, r> / <r, r> from the newest pair (1 where it was skipped)
+        s, r, _ = pairs[-1]
+        rr = (r * r).sum(-1, keepdim=True)
+        q = q * torch.where(rr > 0, (s * r).sum(-1, keepdim=True) / rr.clamp_min(1e-30), 1.0)
+    for (s, r, rho), alpha in zip(pairs, reversed(alphas)):
+        q = q + s * (alpha - rho * (r * q).sum(-1, keepdim=True))
+    return -q
+
+
+@torch.no_grad()
+def conjugate_argmax(net: StackedICNN, y: torch.Tensor, x0: torch.Tensor, max_iter: int) -> torch.Tensor:
+    """Per cell, ``argmax_x <x, y> - net(x)`` (= grad of net's convex conjugate at y), shape (P, n, d).
+
+    Batched L-BFGS started at ``x0`` (the amortisation model's prediction):
+    every cell is its own problem with its own curvature pairs and its own
+    backtracking (Armijo) step; where the decrease a step predicts is below
+    what float32 resolves (``RESOLUTION``) the unit step is taken if it shrinks
+    the gradient. A cell stops once its gradient norm is below
+    ``CONJUGATE_TOL`` or when no step is accepted; all stop after ``max_iter``
+    iterations.
+    """
+    x = x0.detach().clone()
+    value, grad, size = _conjugate_objective(net, x, y)
+    active = grad.norm(dim=-1, keepdim=True) > CONJUGATE_TOL
+    pairs: list[tuple[torch.Tensor, ...]] = []
+    for _ in range(max_iter):
+        if not bool(active.any()):
+            break
+        direction = _lbfgs_direction(grad, pairs)
+        slope = (direction * grad).sum(-1, keepdim=True)
+        uphill = slope >= 0  # not a descent direction: fall back to steepest descent
+        direction = torch.where(uphill, -grad, direction)
+        slope = torch.where(uphill, -(grad * grad).sum(-1, keepdim=True), slope)
+        # near the optimum float32 cannot resolve the decrease: judge the unit step by the gradient
+        floor = RESOLUTION * size.unsqueeze(-1)
+        fine = -slope <= floor
+        grad_norm = grad.norm(dim=-1, keepdim=True)
+        step = torch.ones_like(slope)
+        for _ in range(CONJUGATE_LINESEARCH):
+            x_new = x + step * direction
+            value_new, grad_new, size_new = _conjugate_objective(net, x_new, y)
+            armijo = (value_new <= value + ARMIJO * (step * slope).squeeze(-1)).unsqueeze(-1)
+            ok = torch.where(fine, grad_new.norm(dim=-1, keepdim=True) < grad_norm, armijo)
+            lost = -step * slope <= floor  # halved below what float32 resolves: give up
+            if bool((ok | fine | lost | ~active).all()):
+                break
+            step = torch.where(ok | fine, step, step / 2)
+        moved = ok & active
+        x_new = torch.where(moved, x_new, x)
+        value_new = torch.where(moved.squeeze(-1), value_new, value)
+        size_new = torch.where(moved.squeeze(-1), size_new, size)
+        grad_new = torch.where(moved, grad_new, grad)
+        s, r = x_new - x, grad_new - grad
+        sr = (s * r).sum(-1, keepdim=True)
+        curved = sr > 1e-10  # keep only pairs of positive curvature
+        pairs.append((torch.where(curved, s, 0.0), torch.where(curved, r, 0.0),
+                      torch.where(curved, 1.0 / sr.clamp_min(1e-10), 0.0)))
+        pairs = pairs[-CONJUGATE_HISTORY:]
+        x, value, grad, size = x_new, value_new, grad_new, size_new
+        active = moved & (grad.norm(dim=-1, keepdim=True) > CONJUGATE_TOL)
+    return x
