@@ -72,17 +72,6 @@ def data_info(experiment):
         return json.load(fh)
 
 
-def metric_files(experiment):
-    """The metrics table of every (holdout, run, perturbation) of an experiment, in a stable order."""
-    slugs = data_info(experiment)["slugs"]
-    return [
-        f"results/{experiment}/metrics/{h}/{run}/{p}.csv"
-        for h in holdout_slugs(experiment)
-        for run in SPECS[experiment]
-        for p in slugs
-    ]
-
-
 def metric_dirs(wildcards):
     """What aggregate_metrics waits for: each (holdout, run)'s prediction job (metric_files are inside)."""
     return [

@@ -25,8 +25,7 @@ rule predict:
 rule aggregate_metrics:
     """The long-format metrics table of an experiment."""
     input:
-        data="results/{experiment}/data",
-        metrics=metric_dirs,
+        metric_dirs,
     output:
         report(
             "results/{experiment}/metrics.csv",
@@ -39,8 +38,6 @@ rule aggregate_metrics:
     localrule: True
     conda:
         "../../envs/analysis.yaml"
-    params:
-        files=lambda wc: metric_files(wc.experiment),
     script:
         "../scripts/aggregate_metrics.py"
 

@@ -1,7 +1,10 @@
 """Rule aggregate_metrics: one long-format metrics table per experiment."""
 
+from pathlib import Path
+
 from perturbot.tables import aggregate_metrics
 from perturbot.logs import log_to_file
 
 log_to_file(snakemake.log[0])
-aggregate_metrics(snakemake.params.files, snakemake.output[0])
+# one directory per (holdout, run) prediction job, one table per perturbation inside
+aggregate_metrics(sorted(p for d in snakemake.input for p in Path(d).glob("*.csv")), snakemake.output[0])
