@@ -15,7 +15,11 @@ machine are not results):
    gt_rmse, iterations to the paper's best, which weights validation MMD and
    the dual W2 estimate would select);
 3. out of distribution: trained on two of three control populations, gt_rmse
-   on the third against identity's.
+   on the third against identity's;
+4. solvers: ``solver="minmax"`` against ``solver="amortized"`` (Amos 2023)
+   under the fast preset (patience off, same budget), 1 perturbation: gt_rmse
+   of the current map against iterations and against seconds (the wall time
+   of the same traced run), and the 8-d Gaussian L2-UVP.
 
 Seconds to target are iterations to target times the rate measured in a
 separate timed run with validation off, so they do not depend on the
@@ -48,7 +52,10 @@ CANDIDATES: dict[str, dict] = {
     "+ lr 1e-3, 2 g steps": dict(lr=1e-3, n_inner_iters=2),
     "+ eval 100, patience 10": dict(eval_every=100, patience=10),
     "fast (all)": dict(preset="fast"),
+    "+ amortized solver": dict(solver="amortized"),
+    "fast + amortized solver": dict(preset="fast", solver="amortized"),
 }
+SOLVERS = ("minmax", "amortized")
 
 
 def _load() -> str:
@@ -190,11 +197,47 @@ def ood_table(d: int, budgets: dict[str, int], seeds: tuple[int, ...]) -> None:
     print(f"(paper preset {budgets['paper']} iterations, fast preset at most {budgets['fast']}; {_load()})")
 
 
+def at_seconds(curve: list[tuple[int, float]], rate: float, seconds: float) -> float | None:
+    """gt_rmse of the last validation reached within ``seconds`` at ``rate`` seconds per iteration."""
+    reached = [e for i, e in curve if i * rate <= seconds + 1e-9]
+    return reached[-1] if reached else None
+
+
+def solvers_table(d: int, seeds: tuple[int, ...], budget: int, marks: tuple[int, ...], uvp_budget: int,
+                  kind: str = "gated") -> None:
+    """Both solvers under the fast preset: error against iterations and at equal wall time."""
+    print(f"\n## Solvers under the fast preset ({kind} truth, {d} features, 1 perturbation, {budget} iterations, "
+          "patience off; gt_rmse of the current map)")
+    cols = ["solver", "seed", "s/1000 it"] + [f"@{m} it" for m in marks] + ["best", "final", "load"]
+    widths = [9, 4, 9] + [8] * len(marks) + [7, 7, 5]
+    print(_row(cols, widths))
+    for seed in seeds:
+        problem = ConvexProblem(d, seed=seed, kind=kind)
+        results = {}
+        for name in SOLVERS:  # a row as soon as its run ends: the amortised one is slow
+            res = results[name] = run(problem, budget, preset="fast", patience=0, solver=name, seed=seed)
+            at = dict(res["curve"])
+            cells = [name, seed, 1000 * res["wall"] / res["iters"]] + [at.get(m) for m in marks]
+            print(_row(cells + [res["best"], res["final"], "%.2f" % os.getloadavg()[0]], widths), flush=True)
+        equal = min(r["wall"] for r in results.values())
+        at_equal = {n: at_seconds(r["curve"], r["wall"] / r["iters"], equal) for n, r in results.items()}
+        identity = problem.gt_rmse(lambda x: x, "pert0", problem.test_train)
+        print(f"{'identity':>9} {seed:>4} {identity:.3f}; at equal seconds ({equal:.1f} s): "
+              + ", ".join(f"{n} {_fmt(e)}" for n, e in at_equal.items()), flush=True)
+    for name in SOLVERS:
+        uvp = gaussian_uvp(8, uvp_budget, preset="fast", solver=name)
+        print(f"8-d Gaussian L2-UVP, fast preset, solver={name}: {uvp:.3f} % ({_load()})", flush=True)
+    print(f"({_load()}; s/1000 it: wall time of the traced run, scoring excluded, validation included; "
+          "at equal seconds: gt_rmse at the last validation within the faster run's total seconds)")
+
+
 def main(
     quick: bool = False,
     only: tuple[str, ...] = ("presets", "candidates", "ood"),
     threads: int = 2,
     perturbations: tuple[int, ...] = (1, 8),
+    solver_budget: int | None = None,
+    solver_seeds: tuple[int, ...] = (0, 1),
 ) -> None:
     torch.set_num_threads(threads)
     print(f"# CellOT presets ({'quick' if quick else 'full'}), {threads} threads, {_load()}, torch {torch.__version__}")
@@ -215,6 +258,10 @@ def main(
                 fast_budget=400 if quick else 3_000,
                 kind=kind,
             )
+    if "solvers" in only:
+        budget = solver_budget or (300 if quick else 2_000)
+        marks = tuple(m for m in (100, 300, 500, 1000, 2000) if m <= budget)
+        solvers_table(48, (0,) if quick else solver_seeds, budget, marks, 300 if quick else 1_500)
     if "ood" in only:
         ood_table(48, {"paper": 400 if quick else 5_000, "fast": 400 if quick else 5_000}, (0,) if quick else (0, 1, 2))
 
@@ -223,9 +270,17 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small budgets, one seed")
     parser.add_argument("--only", nargs="*", default=["presets", "candidates", "ood"],
-                        choices=["presets", "candidates", "ood"])
+                        choices=["presets", "candidates", "ood", "solvers"])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--perturbations", type=int, nargs="*", default=[1, 8],
                         help="rows of the presets table: perturbations trained together")
+    parser.add_argument("--solver-budget", type=int, default=None, help="iterations per run of the solvers table")
+    parser.add_argument("--solver-seeds", type=int, nargs="*", default=[0, 1], help="seeds of the solvers table")
+    parser.add_argument("--log", action="store_true", help="training progress lines on stderr")
     args = parser.parse_args()
-    main(quick=args.quick, only=tuple(args.only), threads=args.threads, perturbations=tuple(args.perturbations))
+    if args.log:
+        import logging
+
+        logging.basicConfig(level=logging.INFO)
+    main(quick=args.quick, only=tuple(args.only), threads=args.threads, perturbations=tuple(args.perturbations),
+         solver_budget=args.solver_budget, solver_seeds=tuple(args.solver_seeds))
