@@ -34,6 +34,7 @@ from perturbot.tables import METRICS_COLUMNS, aggregate_metrics  # noqa: F401
 from perturbot.models.base import PerturbationModel, json_default
 from perturbot.training import live_history, set_threads
 
+
 def build_model(spec: ModelSpec, autoencoder_dir: str | Path | None = None) -> PerturbationModel:
     """Instantiate a model; latent-space models are wrapped around the shared autoencoder."""
     model = registry.get(spec.model)(**spec.params)
