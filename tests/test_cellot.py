@@ -233,23 +233,26 @@ class _Killed(Exception):
     pass
 
 
-def test_resume_equals_straight_through(tmp_path, monkeypatch):
-    problem = Gaussians(4, n=500)
-    straight = _small_run().fit(problem.source, problem.target)
-    ckpt = tmp_path / "state" / "cellot.pt"
-
+def killed_after_20(monkeypatch, model: CellOT, problem, ckpt) -> None:
+    """Fit ``model`` with a checkpoint every 10 iterations; the job dies between the checkpoints at 20 and 30."""
     original_save = training.Checkpoint.save
 
     def dies_after_20(self, state):
-        # the job is killed somewhere between the checkpoints at 20 and 30
         if state["iteration"] > 20:
             raise _Killed
         original_save(self, state)
 
     monkeypatch.setattr(training.Checkpoint, "save", dies_after_20)
     with pytest.raises(_Killed):
-        _small_run(checkpoint_every=10).fit(problem.source, problem.target, checkpoint=ckpt)
+        model.fit(problem.source, problem.target, checkpoint=ckpt)
     monkeypatch.undo()
+
+
+def test_resume_equals_straight_through(tmp_path, monkeypatch):
+    problem = Gaussians(4, n=500)
+    straight = _small_run().fit(problem.source, problem.target)
+    ckpt = tmp_path / "state" / "cellot.pt"
+    killed_after_20(monkeypatch, _small_run(checkpoint_every=10), problem, ckpt)
     assert ckpt.exists()
     saved = torch.load(ckpt, weights_only=True)
     assert saved["iteration"] == 20

@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from test_cellot import Gaussians, _assert_same_weights, _Killed
+from test_cellot import Gaussians, _assert_same_weights, killed_after_20
 
-from perturbot import training
 from perturbot.models import PerturbationModel
 from perturbot.models.cellot import CellOT, conjugate_argmax
 from perturbot.nn.icnn import StackedICNN
@@ -119,25 +118,12 @@ def test_resume_equals_straight_through(tmp_path, monkeypatch):
     problem = Gaussians(4, n=500)
     straight = _small_run().fit(problem.source, problem.target)
     ckpt = tmp_path / "cellot.pt"
-    original_save = training.Checkpoint.save
-
-    def dies_after_20(self, state):
-        if state["iteration"] > 20:
-            raise _Killed
-        original_save(self, state)
-
-    monkeypatch.setattr(training.Checkpoint, "save", dies_after_20)
-    with pytest.raises(_Killed):
-        _small_run(checkpoint_every=10).fit(problem.source, problem.target, checkpoint=ckpt)
-    monkeypatch.undo()
+    killed_after_20(monkeypatch, _small_run(checkpoint_every=10), problem, ckpt)
     assert torch.load(ckpt, weights_only=True)["meta"]["solver"] == "amortized"
     resumed = _small_run(checkpoint_every=10).fit(problem.source, problem.target, checkpoint=ckpt)
     _assert_same_weights(straight, resumed)
     assert resumed.history_.equals(straight.history_)
     # a min-max run does not resume an amortised checkpoint
-    monkeypatch.setattr(training.Checkpoint, "save", dies_after_20)
-    with pytest.raises(_Killed):
-        _small_run(checkpoint_every=10).fit(problem.source, problem.target, checkpoint=ckpt)
-    monkeypatch.undo()
+    killed_after_20(monkeypatch, _small_run(checkpoint_every=10), problem, ckpt)
     with pytest.raises(ValueError, match="another training run"):
         _small_run(checkpoint_every=10, solver="minmax").fit(problem.source, problem.target, checkpoint=ckpt)
