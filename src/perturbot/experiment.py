@@ -148,7 +148,7 @@ def predict_and_evaluate(
         predicted = np.asarray(model.transport(x, **kwargs), dtype=np.float32)
         with atomic_path(job.cells) as tmp:
             predicted_cells(adata, inputs, predicted, spec, job.perturbation).write_h5ad(tmp)
-        frame = score_prediction(adata, predicted, spec, job.perturbation, experiment=experiment, evaluation=evaluation)
+        frame = score_prediction(adata, inputs, predicted, spec, job.perturbation, experiment=experiment, evaluation=evaluation)
         with atomic_path(job.metrics) as tmp:
             frame.to_csv(tmp, index=False)
         frames.append(frame)
@@ -170,6 +170,7 @@ def predicted_cells(
 
 def score_prediction(
     adata: ad.AnnData,
+    inputs: ad.AnnData,
     predicted: np.ndarray,
     spec: ModelSpec,
     perturbation: str,
@@ -177,9 +178,12 @@ def score_prediction(
     experiment: str,
     evaluation: dict | None = None,
 ) -> pd.DataFrame:
-    """The metrics rows of one prediction: gathers from the prepared data what :func:`metrics.score` needs."""
+    """The metrics rows of one prediction: gathers from the prepared data what :func:`metrics.score` needs.
+
+    ``inputs`` are the cells the model transported (:func:`model_input`), passed in
+    so that a run's perturbations share them.
+    """
     info = _info(adata)
-    inputs = model_input(adata)
     x = np.asarray(inputs.X)
     observed = evaluation_target(adata, perturbation)
     truth_key = f"X_true_{perturbation}"  # known per-cell responses (synthetic data)
