@@ -15,7 +15,8 @@ machine are not results):
    gt_rmse, iterations to the paper's best, which weights validation MMD and
    the dual W2 estimate would select);
 3. out of distribution: trained on two of three control populations, gt_rmse
-   on the third against identity's;
+   on the third against identity's and the closed-form Gaussian map's (the
+   fast preset's starting point);
 4. solvers: ``solver="minmax"`` against ``solver="amortized"`` (Amos 2023)
    under the fast preset (patience off, same budget), 1 perturbation: gt_rmse
    of the current map against iterations and against seconds (the wall time
@@ -42,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from cellot_truth import ConvexProblem, trace_fit  # noqa: E402
 from perturbot.models.cellot import CellOT  # noqa: E402
+from perturbot.models.gaussian_ot import GaussianOT  # noqa: E402
 
 #: The fast preset's choices, each alone on top of the paper settings.
 CANDIDATES: dict[str, dict] = {
@@ -157,7 +159,10 @@ def presets_table(
     print(f"({_load()}; 'paper best': lowest gt_rmse of the paper preset's map at any validation)")
 
 
-def candidates_table(dims: tuple[int, ...], seeds: tuple[int, ...], budget: int, fast_budget: int, kind: str) -> None:
+def candidates_table(
+    dims: tuple[int, ...], seeds: tuple[int, ...], budget: int, fast_budget: int, kind: str,
+    names: tuple[str, ...] = tuple(CANDIDATES),
+) -> None:
     cols = ["candidate", "d", "seed", "best", "final", "iters to paper best", "iters run", "sel MMD", "sel W2",
             "last"]
     widths = [24, 3, 4, 7, 7, 19, 9, 7, 7, 7]
@@ -168,33 +173,49 @@ def candidates_table(dims: tuple[int, ...], seeds: tuple[int, ...], budget: int,
             problem = ConvexProblem(d, seed=seed, kind=kind)
             identity = problem.gt_rmse(lambda x: x, "pert0", problem.test_train)
             target = None
-            for name, params in CANDIDATES.items():
+            for name in ("paper",) + tuple(n for n in names if n != "paper"):  # the paper run sets the target
+                params = CANDIDATES[name]
                 res = run(problem, budget if name == "paper" else fast_budget, **params)
                 if name == "paper":
                     target = res["best"]
                 reach = first_reach(res["curve"], target)
                 print(_row([name, d, seed, res["best"], res["final"], reach, res["iters"], res["sel_mmd"],
-                            res["sel_w2"], res["last"]], widths))
+                            res["sel_w2"], res["last"]], widths), flush=True)
             print(f"{'identity':>24} {d:>3} {seed:>4} {identity:>7.3f}")
     print(f"({_load()}; sel MMD / sel W2: gt_rmse of the weights at the lowest validation MMD / "
           "highest validation W2 estimate; last: the final weights)")
 
 
-def ood_table(d: int, budgets: dict[str, int], seeds: tuple[int, ...]) -> None:
+#: Columns of the out-of-distribution table: label -> CellOT parameters.
+OOD_VARIANTS: dict[str, dict] = {
+    "paper": dict(preset="paper"),
+    "fast": dict(preset="fast"),
+    "fast+amortized": dict(preset="fast", solver="amortized"),
+}
+
+
+def ood_table(d: int, budgets: dict[str, int], seeds: tuple[int, ...], variants: tuple[str, ...] = ("paper", "fast")) -> None:
+    """gt_rmse on a population never trained on, against identity and the Gaussian map (the fast preset's start)."""
     print(f"\n## Out of distribution: trained on populations 0 and 1, gt_rmse on population 2 ({d} features)")
-    print(f"{'seed':>4} {'identity':>9} {'paper':>9} {'fast':>9} {'fast i.i.d.':>11}")
+    cols = ["seed", "identity", "Gaussian"] + list(variants) + [f"{v} i.i.d." for v in variants if v != "paper"]
+    widths = [4, 9, 9] + [max(9, len(c)) for c in cols[3:]]
+    print(_row(cols, widths))
     for seed in seeds:
         problem = ConvexProblem(d, seed=seed, train_populations=(0, 1))
         unseen = problem.test[2]
-        scores = {"identity": problem.gt_rmse(lambda x: x, "pert0", unseen)}
-        for name in ("paper", "fast"):
-            model = _model(budgets[name], preset=name).fit_many(problem.source, problem.targets)
-            scores[name] = problem.gt_rmse(lambda x, m=model: m.transport(x, "pert0"), "pert0", unseen)
-            if name == "fast":
-                scores["iid"] = problem.gt_rmse(lambda x, m=model: m.transport(x, "pert0"), "pert0", problem.test_train)
-        print(f"{seed:>4} {scores['identity']:>9.3f} {_fmt(scores['paper']):>9} {_fmt(scores['fast']):>9} "
-              f"{scores['iid']:>11.3f}")
-    print(f"(paper preset {budgets['paper']} iterations, fast preset at most {budgets['fast']}; {_load()})")
+        gaussian = GaussianOT().fit_many(problem.source, problem.targets)
+        scores = [problem.gt_rmse(lambda x: x, "pert0", unseen),
+                  problem.gt_rmse(lambda x: gaussian.transport(x, "pert0"), "pert0", unseen)]
+        iid = []
+        for name in variants:
+            budget = budgets["paper" if name == "paper" else "fast"]
+            model = _model(budget, **OOD_VARIANTS[name]).fit_many(problem.source, problem.targets)
+            scores.append(problem.gt_rmse(lambda x, m=model: m.transport(x, "pert0"), "pert0", unseen))
+            if name != "paper":
+                iid.append(problem.gt_rmse(lambda x, m=model: m.transport(x, "pert0"), "pert0", problem.test_train))
+        print(_row([seed, *scores, *iid], widths), flush=True)
+    print(f"(paper preset {budgets['paper']} iterations, the others at most {budgets['fast']}; 'i.i.d.': gt_rmse on "
+          f"fresh cells of the training populations; {_load()})")
 
 
 def at_seconds(curve: list[tuple[int, float]], rate: float, seconds: float) -> float | None:
@@ -238,6 +259,13 @@ def main(
     perturbations: tuple[int, ...] = (1, 8),
     solver_budget: int | None = None,
     solver_seeds: tuple[int, ...] = (0, 1),
+    candidates: tuple[str, ...] = tuple(CANDIDATES),
+    candidate_dims: tuple[int, ...] | None = None,
+    candidate_seeds: tuple[int, ...] | None = None,
+    candidate_budget: int | None = None,
+    kinds: tuple[str, ...] = ("gated", "piecewise"),
+    ood_variants: tuple[str, ...] = ("paper", "fast"),
+    ood_seeds: tuple[int, ...] | None = None,
 ) -> None:
     torch.set_num_threads(threads)
     print(f"# CellOT presets ({'quick' if quick else 'full'}), {threads} threads, {_load()}, torch {torch.__version__}")
@@ -250,20 +278,22 @@ def main(
             perturbations=perturbations,
         )
     if "candidates" in only:
-        for kind in ("gated", "piecewise"):
+        for kind in kinds:
             candidates_table(
-                dims=(8, 48) if quick else (8, 16, 48),
-                seeds=(0,) if quick else (0, 1),
-                budget=400 if quick else 5_000,
-                fast_budget=400 if quick else 3_000,
+                dims=candidate_dims or ((8, 48) if quick else (8, 16, 48)),
+                seeds=candidate_seeds or ((0,) if quick else (0, 1)),
+                budget=candidate_budget or (400 if quick else 5_000),
+                fast_budget=candidate_budget or (400 if quick else 3_000),
                 kind=kind,
+                names=candidates,
             )
     if "solvers" in only:
         budget = solver_budget or (300 if quick else 2_000)
         marks = tuple(m for m in (100, 300, 500, 1000, 2000) if m <= budget)
         solvers_table(48, (0,) if quick else solver_seeds, budget, marks, 300 if quick else 1_500)
     if "ood" in only:
-        ood_table(48, {"paper": 400 if quick else 5_000, "fast": 400 if quick else 5_000}, (0,) if quick else (0, 1, 2))
+        ood_table(48, {"paper": 400 if quick else 5_000, "fast": 400 if quick else 5_000},
+                  ood_seeds or ((0,) if quick else (0, 1, 2)), ood_variants)
 
 
 if __name__ == "__main__":
@@ -276,6 +306,17 @@ if __name__ == "__main__":
                         help="rows of the presets table: perturbations trained together")
     parser.add_argument("--solver-budget", type=int, default=None, help="iterations per run of the solvers table")
     parser.add_argument("--solver-seeds", type=int, nargs="*", default=[0, 1], help="seeds of the solvers table")
+    parser.add_argument("--candidates", nargs="*", default=list(CANDIDATES), choices=list(CANDIDATES),
+                        metavar="NAME", help="rows of the candidates table (the paper row always runs: it sets the target)")
+    parser.add_argument("--candidate-dims", type=int, nargs="*", default=None, help="dimensions of the candidates table")
+    parser.add_argument("--candidate-seeds", type=int, nargs="*", default=None, help="seeds of the candidates table")
+    parser.add_argument("--candidate-budget", type=int, default=None,
+                        help="iterations of every candidates-table run (default: 5,000 paper, 3,000 the others)")
+    parser.add_argument("--kinds", nargs="*", default=["gated", "piecewise"], choices=["gated", "piecewise"],
+                        help="ground truths of the candidates table")
+    parser.add_argument("--ood", nargs="*", default=["paper", "fast"], choices=list(OOD_VARIANTS), metavar="NAME",
+                        help=f"columns of the out-of-distribution table ({', '.join(OOD_VARIANTS)})")
+    parser.add_argument("--ood-seeds", type=int, nargs="*", default=None, help="seeds of the out-of-distribution table")
     parser.add_argument("--log", action="store_true", help="training progress lines on stderr")
     args = parser.parse_args()
     if args.log:
@@ -283,4 +324,7 @@ if __name__ == "__main__":
 
         logging.basicConfig(level=logging.INFO)
     main(quick=args.quick, only=tuple(args.only), threads=args.threads, perturbations=tuple(args.perturbations),
-         solver_budget=args.solver_budget, solver_seeds=tuple(args.solver_seeds))
+         solver_budget=args.solver_budget, solver_seeds=tuple(args.solver_seeds), candidates=tuple(args.candidates),
+         candidate_dims=tuple(args.candidate_dims or ()) or None, candidate_seeds=tuple(args.candidate_seeds or ()) or None,
+         candidate_budget=args.candidate_budget, kinds=tuple(args.kinds), ood_variants=tuple(args.ood),
+         ood_seeds=tuple(args.ood_seeds or ()) or None)
