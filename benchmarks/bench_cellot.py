@@ -205,7 +205,7 @@ def ood_table(d: int, budgets: dict[str, int], seeds: tuple[int, ...], variants:
         unseen = problem.test[2]
         gaussian = GaussianOT().fit_many(problem.source, problem.targets)
         scores = [problem.gt_rmse(lambda x: x, "pert0", unseen),
-                  problem.gt_rmse(lambda x: gaussian.transport(x, "pert0"), "pert0", unseen)]
+                  problem.gt_rmse(lambda x, g=gaussian: g.transport(x, "pert0"), "pert0", unseen)]
         iid = []
         for name in variants:
             budget = budgets["paper" if name == "paper" else "fast"]
