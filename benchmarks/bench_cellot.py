@@ -34,6 +34,7 @@ import argparse
 import os
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -186,16 +187,13 @@ def candidates_table(
           "highest validation W2 estimate; last: the final weights)")
 
 
-#: Columns of the out-of-distribution table: label -> CellOT parameters.
-OOD_VARIANTS: dict[str, dict] = {
-    "paper": dict(preset="paper"),
-    "fast": dict(preset="fast"),
-    "fast+amortized": dict(preset="fast", solver="amortized"),
-}
+def ood_table(
+    d: int, budgets: dict[str, int], seeds: tuple[int, ...], variants: tuple[str, ...] = ("paper", "fast (all)")
+) -> None:
+    """gt_rmse on a population never trained on, against identity and the Gaussian map (the fast preset's start).
 
-
-def ood_table(d: int, budgets: dict[str, int], seeds: tuple[int, ...], variants: tuple[str, ...] = ("paper", "fast")) -> None:
-    """gt_rmse on a population never trained on, against identity and the Gaussian map (the fast preset's start)."""
+    ``variants``: names of :data:`CANDIDATES`, one column each.
+    """
     print(f"\n## Out of distribution: trained on populations 0 and 1, gt_rmse on population 2 ({d} features)")
     cols = ["seed", "identity", "Gaussian"] + list(variants) + [f"{v} i.i.d." for v in variants if v != "paper"]
     widths = [4, 9, 9] + [max(9, len(c)) for c in cols[3:]]
@@ -209,7 +207,7 @@ def ood_table(d: int, budgets: dict[str, int], seeds: tuple[int, ...], variants:
         iid = []
         for name in variants:
             budget = budgets["paper" if name == "paper" else "fast"]
-            model = _model(budget, **OOD_VARIANTS[name]).fit_many(problem.source, problem.targets)
+            model = _model(budget, **CANDIDATES[name]).fit_many(problem.source, problem.targets)
             scores.append(problem.gt_rmse(lambda x, m=model: m.transport(x, "pert0"), "pert0", unseen))
             if name != "paper":
                 iid.append(problem.gt_rmse(lambda x, m=model: m.transport(x, "pert0"), "pert0", problem.test_train))
@@ -259,14 +257,15 @@ def main(
     perturbations: tuple[int, ...] = (1, 8),
     solver_budget: int | None = None,
     solver_seeds: tuple[int, ...] = (0, 1),
-    candidates: tuple[str, ...] = tuple(CANDIDATES),
-    candidate_dims: tuple[int, ...] | None = None,
-    candidate_seeds: tuple[int, ...] | None = None,
+    candidates: Sequence[str] = tuple(CANDIDATES),
+    candidate_dims: Sequence[int] | None = None,
+    candidate_seeds: Sequence[int] | None = None,
     candidate_budget: int | None = None,
-    kinds: tuple[str, ...] = ("gated", "piecewise"),
-    ood_variants: tuple[str, ...] = ("paper", "fast"),
-    ood_seeds: tuple[int, ...] | None = None,
+    kinds: Sequence[str] = ("gated", "piecewise"),
+    ood_variants: Sequence[str] = ("paper", "fast (all)"),
+    ood_seeds: Sequence[int] | None = None,
 ) -> None:
+    """Print the tables named in ``only``; ``None`` or empty options take the full (or ``quick``) defaults."""
     torch.set_num_threads(threads)
     print(f"# CellOT presets ({'quick' if quick else 'full'}), {threads} threads, {_load()}, torch {torch.__version__}")
     if "presets" in only:
@@ -280,12 +279,12 @@ def main(
     if "candidates" in only:
         for kind in kinds:
             candidates_table(
-                dims=candidate_dims or ((8, 48) if quick else (8, 16, 48)),
-                seeds=candidate_seeds or ((0,) if quick else (0, 1)),
+                dims=tuple(candidate_dims or ((8, 48) if quick else (8, 16, 48))),
+                seeds=tuple(candidate_seeds or ((0,) if quick else (0, 1))),
                 budget=candidate_budget or (400 if quick else 5_000),
                 fast_budget=candidate_budget or (400 if quick else 3_000),
                 kind=kind,
-                names=candidates,
+                names=tuple(candidates),
             )
     if "solvers" in only:
         budget = solver_budget or (300 if quick else 2_000)
@@ -293,7 +292,7 @@ def main(
         solvers_table(48, (0,) if quick else solver_seeds, budget, marks, 300 if quick else 1_500)
     if "ood" in only:
         ood_table(48, {"paper": 400 if quick else 5_000, "fast": 400 if quick else 5_000},
-                  ood_seeds or ((0,) if quick else (0, 1, 2)), ood_variants)
+                  tuple(ood_seeds or ((0,) if quick else (0, 1, 2))), tuple(ood_variants))
 
 
 if __name__ == "__main__":
@@ -307,16 +306,19 @@ if __name__ == "__main__":
     parser.add_argument("--solver-budget", type=int, default=None, help="iterations per run of the solvers table")
     parser.add_argument("--solver-seeds", type=int, nargs="*", default=[0, 1], help="seeds of the solvers table")
     parser.add_argument("--candidates", nargs="*", default=list(CANDIDATES), choices=list(CANDIDATES),
-                        metavar="NAME", help="rows of the candidates table (the paper row always runs: it sets the target)")
-    parser.add_argument("--candidate-dims", type=int, nargs="*", default=None, help="dimensions of the candidates table")
+                        metavar="NAME",
+                        help="rows of the candidates table (the paper row always runs: it sets the target)")
+    parser.add_argument("--candidate-dims", type=int, nargs="*", default=None,
+                        help="dimensions of the candidates table")
     parser.add_argument("--candidate-seeds", type=int, nargs="*", default=None, help="seeds of the candidates table")
     parser.add_argument("--candidate-budget", type=int, default=None,
                         help="iterations of every candidates-table run (default: 5,000 paper, 3,000 the others)")
     parser.add_argument("--kinds", nargs="*", default=["gated", "piecewise"], choices=["gated", "piecewise"],
                         help="ground truths of the candidates table")
-    parser.add_argument("--ood", nargs="*", default=["paper", "fast"], choices=list(OOD_VARIANTS), metavar="NAME",
-                        help=f"columns of the out-of-distribution table ({', '.join(OOD_VARIANTS)})")
-    parser.add_argument("--ood-seeds", type=int, nargs="*", default=None, help="seeds of the out-of-distribution table")
+    parser.add_argument("--ood", nargs="*", default=["paper", "fast (all)"], choices=list(CANDIDATES), metavar="NAME",
+                        help="columns of the out-of-distribution table: names of the candidates table's rows")
+    parser.add_argument("--ood-seeds", type=int, nargs="*", default=None,
+                        help="seeds of the out-of-distribution table")
     parser.add_argument("--log", action="store_true", help="training progress lines on stderr")
     args = parser.parse_args()
     if args.log:
@@ -324,7 +326,6 @@ if __name__ == "__main__":
 
         logging.basicConfig(level=logging.INFO)
     main(quick=args.quick, only=tuple(args.only), threads=args.threads, perturbations=tuple(args.perturbations),
-         solver_budget=args.solver_budget, solver_seeds=tuple(args.solver_seeds), candidates=tuple(args.candidates),
-         candidate_dims=tuple(args.candidate_dims or ()) or None, candidate_seeds=tuple(args.candidate_seeds or ()) or None,
-         candidate_budget=args.candidate_budget, kinds=tuple(args.kinds), ood_variants=tuple(args.ood),
-         ood_seeds=tuple(args.ood_seeds or ()) or None)
+         solver_budget=args.solver_budget, solver_seeds=tuple(args.solver_seeds), candidates=args.candidates,
+         candidate_dims=args.candidate_dims, candidate_seeds=args.candidate_seeds,
+         candidate_budget=args.candidate_budget, kinds=args.kinds, ood_variants=args.ood, ood_seeds=args.ood_seeds)

@@ -148,7 +148,9 @@ def predict_and_evaluate(
         predicted = np.asarray(model.transport(x, **kwargs), dtype=np.float32)
         with atomic_path(job.cells) as tmp:
             predicted_cells(adata, inputs, predicted, spec, job.perturbation).write_h5ad(tmp)
-        frame = score_prediction(adata, inputs, predicted, spec, job.perturbation, experiment=experiment, evaluation=evaluation)
+        frame = score_prediction(
+            adata, inputs, predicted, spec, job.perturbation, experiment=experiment, evaluation=evaluation
+        )
         with atomic_path(job.metrics) as tmp:
             frame.to_csv(tmp, index=False)
         frames.append(frame)
