@@ -6,7 +6,12 @@ import anndata as ad
 import numpy as np
 import pytest
 
-from perturbot.atomic import atomic_path, write_text
+from perturbot.atomic import (
+    atomic_path,
+    is_temporary,
+    remove_stale_temporaries,
+    write_text,
+)
 
 
 def test_a_file_is_replaced_only_when_the_write_succeeds(tmp_path):
@@ -41,3 +46,17 @@ def test_the_temporary_keeps_the_suffix_that_anndata_requires(tmp_path):
     with atomic_path(tmp_path / "cells.h5ad") as tmp:
         ad.AnnData(np.ones((2, 3), np.float32)).write_h5ad(tmp)
     assert ad.read_h5ad(tmp_path / "cells.h5ad").shape == (2, 3)
+
+
+def test_a_killed_writers_temporary_is_recognised_and_removed_by_its_target_only(tmp_path):
+    target = tmp_path / "trametinib.pt"
+    left_by_kill = tmp_path / ".trametinib.29601.tmp.pt"  # what `kill -9` during torch.save leaves
+    other_target = tmp_path / ".cisplatin.29601.tmp.pt"
+    finished = [tmp_path / "trametinib.pt", tmp_path / ".hidden.pt", tmp_path / "x.12.tmp.pt"]
+    for path in (left_by_kill, other_target, *finished):
+        path.write_text("x")
+    assert is_temporary(left_by_kill) and is_temporary(other_target)
+    assert not any(is_temporary(p) for p in finished)
+    assert remove_stale_temporaries(target) == [left_by_kill]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in [other_target, *finished])
+    assert remove_stale_temporaries(tmp_path / "absent" / "state.pt") == []

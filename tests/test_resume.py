@@ -14,6 +14,8 @@ import torch
 import yaml
 from helpers import REPO, SNAKEMAKE, run_workflow, small_features_config
 
+from perturbot.atomic import is_temporary
+
 pytestmark = pytest.mark.slow
 
 N_ITERS = 300
@@ -53,7 +55,7 @@ def _tail(workdir: Path) -> str:
 def _wait_for(pattern: str, root: Path, proc: subprocess.Popen, timeout: float = 600) -> Path:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        found = sorted(root.glob(pattern))
+        found = sorted(p for p in root.glob(pattern) if not is_temporary(p))  # glob matches hidden names
         if found:
             return found[0]
         if proc.poll() is not None:
@@ -85,6 +87,8 @@ def test_killed_training_resumes_to_the_same_metrics(tmp_path):
     log = next((killed / "results/toy_iid/logs/train").rglob("cellot/*.log")).read_text()
     assert "resuming from checkpoint" in log
     assert not checkpoint.exists()
+    leftovers = list(checkpoint.parent.iterdir()) if checkpoint.parent.exists() else []
+    assert not leftovers, "the finished training left files beside its checkpoint"
 
     assert reference.wait(timeout=600) == 0, _tail(straight)
     for table in ("metrics.csv", *(str(p.relative_to(killed / "results/toy_iid")) for p in models.rglob("history.csv"))):

@@ -45,8 +45,9 @@ def test_checkpoint_round_trip_is_atomic_and_weights_only(tmp_path):
     other = training.make_generator(0)
     training.restore_generator(other, loaded["rng"])
     assert torch.equal(torch.rand(4, generator=other), torch.rand(4, generator=gen))
+    (tmp_path / "sub" / ".state.4242.tmp.pt").write_bytes(b"half")  # a killed run's torch.save
     ckpt.clear()
-    assert ckpt.load() is None
+    assert ckpt.load() is None and not list((tmp_path / "sub").iterdir())
 
 
 def test_validation_mmd_matches_the_evaluation_mmd_on_the_same_bandwidths():

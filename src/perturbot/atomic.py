@@ -8,6 +8,7 @@ written through :func:`atomic_path`.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,7 +25,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    tmp = _temporary(path, str(os.getpid()))
     _remove(tmp)
     try:
         yield tmp
@@ -40,6 +41,40 @@ def write_text(path: str | Path, text: str) -> None:
     """Write ``text`` to ``path`` atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def is_temporary(path: str | Path) -> bool:
+    """Whether ``path`` is one of :func:`atomic_path`'s temporaries: a hidden, maybe half-written file.
+
+    Code that lists a folder (``Path.glob`` matches hidden names too) must skip these.
+    """
+    return _TEMPORARY.fullmatch(Path(path).name) is not None
+
+
+def remove_stale_temporaries(path: str | Path) -> list[Path]:
+    """Remove the temporaries of ``path`` that killed writers left (``kill -9``, a node failure).
+
+    Call it only where no other process writes ``path`` at the same time (a
+    Snakemake job owns its outputs and checkpoint). Returns what was removed.
+    """
+    path = Path(path)
+    if not path.parent.is_dir():
+        return []
+    prefix, suffix = f".{path.stem}.", f".tmp{path.suffix}"
+    stale = sorted(
+        p for p in path.parent.iterdir()
+        if p.name.startswith(prefix) and p.name.endswith(suffix) and p.name[len(prefix):-len(suffix)].isdigit()
+    )
+    for p in stale:
+        _remove(p)
+    return stale
+
+
+_TEMPORARY = re.compile(r"\..+\.\d+\.tmp(\.[^.]+)?")
+
+
+def _temporary(path: Path, pid: str) -> Path:
+    return path.with_name(f".{path.stem}.{pid}.tmp{path.suffix}")
 
 
 def _remove(path: Path) -> None:

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from perturbot.atomic import atomic_path, write_text
+from perturbot.atomic import atomic_path, remove_stale_temporaries, write_text
 
 log = logging.getLogger(__name__)
 
@@ -155,8 +155,12 @@ class Checkpoint:
         return torch.load(self.path, map_location="cpu", weights_only=True)
 
     def clear(self) -> None:
-        if self.path is not None and self.path.exists():
+        """Remove the checkpoint, and any temporaries a killed run left beside it."""
+        if self.path is None:
+            return
+        if self.path.exists():
             self.path.unlink()
+        remove_stale_temporaries(self.path)
 
 
 def generator_state(gen: torch.Generator) -> torch.Tensor:

@@ -2,9 +2,11 @@
 
 from pathlib import Path
 
+from perturbot.atomic import is_temporary
 from perturbot.tables import aggregate_metrics
 from perturbot.logs import log_to_file
 
 log_to_file(snakemake.log[0])
 # one directory per (holdout, run) prediction job, one table per perturbation inside
-aggregate_metrics(sorted(p for d in snakemake.input for p in Path(d).glob("*.csv")), snakemake.output[0])
+tables = sorted(p for d in snakemake.input for p in Path(d).glob("*.csv") if not is_temporary(p))
+aggregate_metrics(tables, snakemake.output[0])
