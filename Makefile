@@ -18,8 +18,9 @@ demo: $(STAMP)
 	$(VENV)/bin/snakemake --cores $(CORES) --configfile config.yaml
 	@echo "Metrics: results/*/metrics.csv  Figures: results/*/figures/"
 
+# one pytest worker per core; a file's tests stay on one worker, so its module fixtures are built once
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest -q tests
+	$(VENV)/bin/python -m pytest -q -n $(CORES) --dist loadfile tests
 
 bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/run_all.py $(BENCH_ARGS)
