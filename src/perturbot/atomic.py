@@ -48,7 +48,7 @@ def is_temporary(path: str | Path) -> bool:
 
     Code that lists a folder (``Path.glob`` matches hidden names too) must skip these.
     """
-    return _TEMPORARY.fullmatch(Path(path).name) is not None
+    return _target_name(Path(path).name) is not None
 
 
 def remove_stale_temporaries(path: str | Path) -> list[Path]:
@@ -60,21 +60,24 @@ def remove_stale_temporaries(path: str | Path) -> list[Path]:
     path = Path(path)
     if not path.parent.is_dir():
         return []
-    prefix, suffix = f".{path.stem}.", f".tmp{path.suffix}"
-    stale = sorted(
-        p for p in path.parent.iterdir()
-        if p.name.startswith(prefix) and p.name.endswith(suffix) and p.name[len(prefix):-len(suffix)].isdigit()
-    )
+    stale = sorted(p for p in path.parent.iterdir() if _target_name(p.name) == path.name)
     for p in stale:
         _remove(p)
     return stale
 
 
-_TEMPORARY = re.compile(r"\..+\.\d+\.tmp(\.[^.]+)?")
-
-
 def _temporary(path: Path, pid: str) -> Path:
     return path.with_name(f".{path.stem}.{pid}.tmp{path.suffix}")
+
+
+#: What :func:`_temporary` builds, read back: ``.<stem>.<pid>.tmp<suffix>``.
+_TEMPORARY = re.compile(r"\.(?P<stem>.+)\.\d+\.tmp(?P<suffix>\.[^.]+)?")
+
+
+def _target_name(name: str) -> str | None:
+    """The name of the path a temporary stands for, or None where ``name`` is no temporary."""
+    match = _TEMPORARY.fullmatch(name)
+    return match["stem"] + (match["suffix"] or "") if match else None
 
 
 def _remove(path: Path) -> None:
