@@ -113,3 +113,63 @@ def test_identical_models_and_unknown_test():
     assert row["p_value"] == 1.0 and row["median_difference"] == 0.0
     with pytest.raises(ValueError, match="test must be one of"):
         model_tests(metrics, ("mmd",), "t_test")
+
+
+def test_one_model_gives_an_empty_table_with_every_column_and_its_box_plot(tmp_path):
+    from perturbot.statistics import TEST_COLUMNS
+
+    metrics = pd.concat([table({"cellot": [0.1, 0.2, 0.3]}, m) for m in ("mmd", "l2_means", "r2_means")])
+    tests = model_tests(metrics)
+    assert tests.empty and list(tests.columns) == TEST_COLUMNS
+    from perturbot.plotting import mmd_boxplot
+    from perturbot.tables import read_statistics
+
+    tests.to_csv(tmp_path / "statistics.csv", index=False)
+    back = read_statistics(tmp_path / "statistics.csv")
+    assert back.empty and list(back.columns) == TEST_COLUMNS
+    figure = mmd_boxplot(metrics, back, kinds={"cellot": {"model": "cellot", "is_ot": True}})
+    assert len(figure.axes) == 3
+
+
+def test_a_nan_metric_is_refused_naming_its_row_not_dropped():
+    metrics = table({"a": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0], "b": [2.0, 3.0, 4.0, 5.0, 6.0, 7.0]})
+    metrics.loc[(metrics["model"] == "b") & (metrics["perturbation"] == "drug4"), "value"] = np.nan
+    with pytest.raises(ValueError, match=r"1 of 12 .*model 'b'.*perturbation 'drug4'.*metric 'mmd'"):
+        model_tests(metrics, ("mmd",))
+    metrics.loc[metrics["value"].isna(), "value"] = np.inf
+    with pytest.raises(ValueError, match="model 'b'"):
+        unit_means(metrics)
+    unnamed = table({"a": [1.0, 2.0], "b": [2.0, 3.0]})
+    unnamed.loc[0, "perturbation"] = np.nan  # a perturbation "NA" read with pandas' defaults
+    with pytest.raises(ValueError, match="1 metric rows have no perturbation"):
+        model_tests(unnamed, ("mmd",))
+    # a NaN in a metric that is not tested does not stop the others
+    other = pd.concat([table({"a": [1.0, 2.0], "b": [2.0, 3.0]}), table({"a": [np.nan, 1.0], "b": [1.0, 1.0]}, "r_means")])
+    assert len(model_tests(other, ("mmd",))) == 1
+
+
+@pytest.mark.parametrize("label", ["NA", "None", "null", "nan", "NaN", "n/a", "#N/A"])
+def test_labels_that_pandas_reads_as_missing_survive_the_metrics_and_statistics_files(tmp_path, label):
+    from perturbot.tables import aggregate_metrics, read_metrics, read_statistics
+
+    base = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+    metrics = table({"a": base, "b": [v + 0.5 for v in base]})
+    metrics["perturbation"] = metrics["perturbation"].replace({"drug0": label})
+    metrics["holdout"] = label
+    metrics.loc[(metrics["model"] == "a") & (metrics["perturbation"] == "drug5"), "value"] = np.nan  # stays missing
+    paths = []
+    for i, (_, part) in enumerate(metrics.groupby("model")):
+        paths.append(tmp_path / f"{i}.csv")
+        part.to_csv(paths[-1], index=False)
+    aggregate_metrics(paths, tmp_path / "metrics.csv")
+    back = read_metrics(tmp_path / "metrics.csv")
+    assert sorted(set(back["perturbation"])) == sorted({label, "drug1", "drug2", "drug3", "drug4", "drug5"})
+    assert (back["holdout"] == label).all() and back["value"].isna().sum() == 1
+    assert back["value"].dtype == float and back["seed"].dtype == np.int64
+    back = back.dropna(subset=["value"])  # here only to reach the statistics
+    tests = model_tests(back, ("mmd",))
+    assert tests.iloc[0]["n"] == 5  # the label's pair and four others: drug5 lacks a's value
+    tests.assign(model_a=label).to_csv(tmp_path / "statistics.csv", index=False)
+    stats = read_statistics(tmp_path / "statistics.csv")
+    assert stats.iloc[0]["model_a"] == label and stats.iloc[0]["n"] == 5
+    assert stats["testable"].dtype == bool and stats["p_value"].dtype == float

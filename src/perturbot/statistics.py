@@ -41,11 +41,45 @@ TEST_COLUMNS = [
 ]
 
 
+def check_values(metrics: pd.DataFrame) -> None:
+    """Refuse metric values that are NaN or infinite, naming them.
+
+    Dropping them would compare a model on the perturbations it did not fail
+    on, so a failure would make it look better; a value a metric cannot give
+    (a degenerate prediction) has to be looked at, not averaged away.
+    """
+    values = pd.to_numeric(metrics["value"], errors="coerce").to_numpy(float)
+    bad = metrics[~np.isfinite(values)]
+    if bad.empty:
+        return
+    shown = "; ".join(
+        f"model {r.model!r}, perturbation {r.perturbation!r}, holdout {r.holdout!r}, seed {r.seed}, "
+        f"metric {r.metric!r}: {r.value}"
+        for r in bad.head(5).itertuples()
+    )
+    raise ValueError(
+        f"{len(bad)} of {len(metrics)} metric values are NaN or infinite ({shown}"
+        f"{'; ...' if len(bad) > 5 else ''}): a metric undefined for a prediction would drop out of the "
+        f"comparison and flatter its model; look at that run's predictions instead of testing without them"
+    )
+
+
 def unit_means(metrics: pd.DataFrame) -> pd.DataFrame:
     """One value per (experiment, setting, metric, model, holdout, perturbation): the mean over
-    seeds, draws and subsample sizes, with their standard deviation and count (``sd``, ``n_reps``)."""
+    seeds, draws and subsample sizes, with their standard deviation and count (``sd``, ``n_reps``).
+
+    A NaN or infinite value is an error (:func:`check_values`), never left out.
+    """
+    check_values(metrics)
     keys = GROUP + ["model"] + UNIT
-    frame = metrics.dropna(subset=["value"]).assign(holdout=lambda d: d["holdout"].astype(str))
+    unnamed = metrics[keys].isna().any(axis=1)
+    if unnamed.any():  # groupby would leave them out without a word
+        columns = [k for k in keys if metrics[k].isna().any()]
+        raise ValueError(
+            f"{int(unnamed.sum())} metric rows have no {', '.join(columns)}: a name such as NA, None or nan "
+            f"read as missing? Read the table with perturbot.tables.read_metrics"
+        )
+    frame = metrics.assign(holdout=lambda d: d["holdout"].astype(str))
     grouped = frame.groupby(keys, sort=True)["value"]
     out = grouped.agg(["mean", "std", "size"]).reset_index()
     return out.rename(columns={"mean": "value", "std": "sd", "size": "n_reps"})
@@ -126,7 +160,10 @@ def model_tests(
     metrics_to_test: tuple[str, ...] = ("mmd", "l2_means", "r2_means"),
     test: str = SIGNED_RANK,
 ) -> pd.DataFrame:
-    """Every pair of models per experiment, setting and metric; BH-adjusted within each such group."""
+    """Every pair of models per experiment, setting and metric; BH-adjusted within each such group.
+
+    With fewer than two models there is no pair: the table is empty, with its columns.
+    """
     if test not in TESTS:
         raise ValueError(f"test must be one of {TESTS}, got {test!r}")
     means = unit_means(metrics[metrics["metric"].isin(metrics_to_test)])
@@ -138,6 +175,8 @@ def model_tests(
              **compare(values[a], values[b], test, metric in HIGHER_IS_BETTER)}
             for a, b in itertools.combinations(sorted(values), 2)
         ]
+        if not rows:  # one model: nothing to compare it with
+            continue
         frame = pd.DataFrame(rows)
         frame["p_adjusted"] = adjust(frame["p_value"]).to_numpy()
         frames.append(frame)

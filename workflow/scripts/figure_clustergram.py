@@ -8,7 +8,7 @@ from perturbot.logs import log_to_file
 from perturbot.plotting import clustergram, save_figure
 
 log_to_file(snakemake.log[0])
-states = pd.read_csv(snakemake.input.states, index_col="cell", dtype={"cell": str})["state"]
+states = pd.read_csv(snakemake.input.states, index_col="cell", dtype={"cell": str}, keep_default_na=False)["state"]
 costs = []
 for path in snakemake.params.predictions:
     obs = ad.read_h5ad(path, backed="r").obs
