@@ -112,6 +112,27 @@ def known_perturbations(model: PerturbationModel) -> list[str]:
     return [] if names is None else [str(n) for n in names]
 
 
+class PredictionError(ValueError):
+    """A model returned cells that cannot be scored."""
+
+
+def check_prediction(predicted: np.ndarray, run: str, perturbation: str | None) -> None:
+    """Refuse a prediction with NaN or infinite values, naming the run and the perturbation.
+
+    Its metrics would be NaN, and a comparison that left them out would make
+    the model look better for having failed.
+    """
+    bad = ~np.isfinite(predicted)
+    if bad.any():
+        cells = int(bad.reshape(len(predicted), -1).any(1).sum())
+        name = repr(perturbation) if perturbation else "(the one it learned)"
+        raise PredictionError(
+            f"{run}: the prediction for perturbation {name} has {int(bad.sum())} NaN or infinite "
+            f"value(s), in {cells} of {len(predicted)} cells; the model failed on it (e.g. training diverged), "
+            f"and its metrics would be undefined. Look at its training history, then retrain or remove the run"
+        )
+
+
 @dataclass(frozen=True)
 class Prediction:
     """One perturbation of a model run: the model that predicts it and the two files it goes to."""
@@ -141,11 +162,13 @@ def predict_and_evaluate(
     adata = ad.read_h5ad(data_path)
     inputs = model_input(adata)
     x = np.asarray(inputs.X)
+    run = f"experiment {experiment!r}, holdout {_info(adata)['holdout']!r}, run {spec.run or spec.label!r}"
     frames = []
     for job in predictions:
         model = load_model(job.model_dir)
         kwargs = {"perturbation": job.perturbation} if len(known_perturbations(model)) > 1 else {}
         predicted = np.asarray(model.transport(x, **kwargs), dtype=np.float32)
+        check_prediction(predicted, f"{run} ({job.model_dir})", job.perturbation)
         with atomic_path(job.cells) as tmp:
             predicted_cells(adata, inputs, predicted, spec, job.perturbation).write_h5ad(tmp)
         frame = score_prediction(
@@ -164,7 +187,7 @@ def predicted_cells(
     pred = ad.AnnData(predicted, obs=inputs.obs.copy(), var=adata.var.copy())
     pred.obs["perturbation"] = perturbation
     pred.obs["model"] = spec.label
-    if spec.model != "observed":
+    if not registry.get(spec.model).needs_reference_cells:  # real cells, no correspondence with the input
         pred.obs["transport_cost"] = ((predicted - np.asarray(inputs.X)) ** 2).sum(1)
     pred.uns["perturbot"] = {**_info(adata), "model": spec.label, "perturbation": perturbation}
     return pred
@@ -187,9 +210,13 @@ def score_prediction(
     """
     info = _info(adata)
     x = np.asarray(inputs.X)
+    check_prediction(predicted, f"experiment {experiment!r}, holdout {info['holdout']!r}, run {spec.run or spec.label!r}",
+                     perturbation)
     observed = evaluation_target(adata, perturbation)
     truth_key = f"X_true_{perturbation}"  # known per-cell responses (synthetic data)
-    truth = np.asarray(inputs.obsm[truth_key]) if spec.model != "observed" and truth_key in inputs.obsm else None
+    # a model that predicts with real reference cells has no per-cell correspondence with the input
+    per_cell = not registry.get(spec.model).needs_reference_cells
+    truth = np.asarray(inputs.obsm[truth_key]) if per_cell and truth_key in inputs.obsm else None
     protocol = (evaluation or {}).get("markers", "training")
     columns, every_metric = evaluation_features(adata, perturbation, protocol, x, observed)
     logfc = None

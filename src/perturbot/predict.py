@@ -16,7 +16,7 @@ import numpy as np
 from scipy import sparse
 
 from perturbot.atomic import atomic_path
-from perturbot.experiment import known_perturbations
+from perturbot.experiment import check_prediction, known_perturbations
 from perturbot.latent import load_model
 from perturbot.preprocessing import normalize_log1p
 
@@ -67,6 +67,7 @@ def predict(
         kwargs["perturbation"] = perturbation
     x = _prepare_like_training(adata, recipe, layer)
     predicted = np.asarray(model.transport(x, **kwargs), dtype=np.float32)
+    check_prediction(predicted, f"model {str(model_dir)!r}", perturbation or (known[0] if known else None))
     out = ad.AnnData(predicted, obs=adata.obs.copy())
     out.var_names = list(recipe["genes"])
     out.obs["perturbation"] = perturbation or ""
