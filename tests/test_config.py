@@ -125,3 +125,27 @@ def test_preparation_arguments_are_those_prepare_takes_and_feed_the_autoencoder_
     assert config_hash(autoencoder_key(markers_only, "toy_iid", "all", {"n_iters": 10})) == key
     assert config_hash(autoencoder_key(config, "toy_iid", "other", {"n_iters": 10})) != key
     assert config_hash(autoencoder_key(config, "toy_iid", "all", {"n_iters": 11})) != key
+
+
+def test_a_named_preset_keeps_its_patience_over_the_top_level_default():
+    """Precedence: an explicit per-model patience > the named preset's > the top-level default."""
+    from perturbot.models.cellot import PRESETS, CellOT
+
+    models = [
+        {"name": "paper", "model": "cellot", "params": {"preset": "paper"}},
+        {"name": "fast", "model": "cellot", "params": {"preset": "fast"}},
+        {"name": "mine", "model": "cellot", "params": {"preset": "paper", "patience": 3}},
+        {"name": "unnamed", "model": "cellot"},
+        "w1ot",
+    ]
+    config = small_features_config(models=models)
+    config["patience"] = 4
+    specs = {s.label: s.params for s in model_specs(validated(config), "toy_iid")}
+    patience = {label: CellOT(**params).settings().patience for label, params in specs.items() if label != "w1ot"}
+    assert PRESETS["paper"]["patience"] == 0 and PRESETS["fast"]["patience"] == 10
+    assert patience == {"paper": 0, "fast": 10, "mine": 3, "unnamed": 4}
+    assert "patience" not in specs["paper"] and specs["w1ot"]["patience"] == 4
+    # a preset named in model_params counts as named
+    config = small_features_config(models=["cellot"], model_params={"cellot": {"preset": "paper"}})
+    config["patience"] = 4
+    assert "patience" not in model_specs(validated(config), "toy_iid")[0].params

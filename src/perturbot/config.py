@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -123,7 +124,8 @@ def model_specs(config: dict, experiment: str) -> list[ModelSpec]:
 
     Precedence (last wins): model defaults < the model's preset for the data
     modality (``Model.PRESETS``, the papers' 4i settings) < the top-level
-    ``patience`` (models that take one) < top-level ``model_params[model]``
+    ``patience`` (models that take one, unless the ``preset`` the spec names
+    sets its own: :func:`early_stopping`) < top-level ``model_params[model]``
     < experiment ``model_params[model]`` < the entry's own ``params``;
     ``seed`` and ``device`` come from the top-level keys, or one spec per
     seed of the experiment's ``seeds``.
@@ -136,13 +138,17 @@ def model_specs(config: dict, experiment: str) -> list[ModelSpec]:
         declared = model_registry.get(model).default_space
         latent = declared == "latent_only" or (declared == "latent" and modality != "features")
         space = entry.get("space", "latent" if latent else "data")
-        preset = getattr(model_registry.get(model), "PRESETS", {}).get(modality, {})
-        params = {
-            **preset,
-            **early_stopping(config, model_registry.get(model)),
+        cls = model_registry.get(model)
+        preset = getattr(cls, "PRESETS", {}).get(modality, {})
+        explicit = {
             **config.get("model_params", {}).get(model, {}),
             **exp.get("model_params", {}).get(model, {}),
             **entry.get("params", {}),
+        }
+        params = {
+            **preset,
+            **early_stopping(config, cls, explicit),
+            **explicit,
             "device": config.get("device", "auto"),
         }
         seeds = exp.get("seeds")
@@ -154,10 +160,33 @@ def model_specs(config: dict, experiment: str) -> list[ModelSpec]:
     return specs
 
 
-def early_stopping(config: dict, cls: type) -> dict[str, Any]:
-    """The top-level ``patience`` for a model class that takes one (below every per-model setting)."""
+def early_stopping(config: dict, cls: type, params: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The top-level ``patience`` for a model class that takes one (below every per-model setting).
+
+    None when ``params`` (the model's own settings) name a ``preset`` that sets
+    a patience itself: the preset is a recipe (CellOT's ``paper`` trains its
+    full budget, patience 0), and a default for every model must not change it.
+    """
     patience = config.get("patience")
-    return {"patience": int(patience)} if patience is not None and "patience" in cls.default_params() else {}
+    if patience is None or "patience" not in cls.default_params():
+        return {}
+    named = (params or {}).get("preset")
+    if named is not None and "patience" in named_preset(cls, named):
+        return {}
+    return {"patience": int(patience)}
+
+
+def named_preset(cls: type, name: str) -> dict[str, Any]:
+    """What a model's named preset (its ``preset`` argument) sets; {} for a model without one or an unknown name.
+
+    The table is the class's ``PRESETS``, or else its module's (CellOT keeps it there).
+    """
+    if "preset" not in cls.default_params():
+        return {}
+    for table in (getattr(cls, "PRESETS", None), getattr(sys.modules.get(cls.__module__), "PRESETS", None)):
+        if isinstance(table, dict) and isinstance(table.get(name), dict):
+            return table[name]
+    return {}
 
 
 def is_neural_ot(model: str) -> bool:
