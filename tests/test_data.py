@@ -85,6 +85,23 @@ def test_nan_values_are_rejected(tmp_path):
         load_dataset(spec(source=str(path)), name="nan")
 
 
+def test_cells_without_a_condition_are_an_error_not_a_perturbation_named_nan(tmp_path):
+    adata = make_features(cells=60, perturbations=1, features=4)
+    drug = adata.obs["drug"].astype(object)
+    drug.iloc[[2, 70, 71]] = np.nan
+    adata.obs["drug"] = drug
+    path = tmp_path / "unlabelled.h5ad"
+    adata.write_h5ad(path)
+    with pytest.raises(DataError, match=r"3 cell\(s\) have no value in obs\['drug'\].*'nan'"):
+        load_dataset(spec(source=str(path)), name="unlabelled")
+    # perturbations listed by name: those cells are simply not among them, and 'nan' names none of them
+    kept, perturbations = load_dataset(spec(source=str(path), perturbations=["trametinib"]), name="unlabelled")
+    assert perturbations == ["trametinib"] and kept.n_obs == 117
+    assert list(kept.obs["drug"].cat.categories) == ["control", "trametinib"] and kept.obs["drug"].notna().all()
+    with pytest.raises(DataError, match="unknown perturbation.*'nan'"):
+        load_dataset(spec(source=str(path), perturbations=["nan"]), name="unlabelled")
+
+
 def test_derive_column_by_regex():
     adata = ad.AnnData(np.zeros((3, 1)), obs=pd.DataFrame({"sample_id": ["ctrl101", "stim107", "ctrl107"]}))
     derive_columns(adata, {"patient": {"from": "sample_id", "regex": r"(\d+)$"}})

@@ -146,14 +146,21 @@ def check_dataset(adata: ad.AnnData, spec: dict, name: str = "dataset") -> list[
         raise DataError(
             f"dataset {name!r}: condition_key {key!r} is not an obs column; columns: {', '.join(adata.obs.columns)}"
         )
-    conditions = adata.obs[key].astype(str)
+    unlabelled = adata.obs[key].isna().to_numpy()
+    wanted = spec.get("perturbations", "all")
+    if unlabelled.any() and wanted == "all":
+        raise DataError(
+            f"dataset {name!r}: {int(unlabelled.sum())} cell(s) have no value in obs[{key!r}] (NaN); under "
+            f"perturbations: all they would become a perturbation named 'nan'. Label those cells, leave them out "
+            f"with subset, or list the perturbations to use"
+        )
+    conditions = adata.obs[key][~unlabelled].astype(str)
     present = list(pd.unique(conditions))
     if control not in present:
         raise DataError(
             f"dataset {name!r}: control value {control!r} does not occur in obs[{key!r}]; "
             f"values: {', '.join(sorted(present)[:20])}"
         )
-    wanted = spec.get("perturbations", "all")
     if wanted == "all":
         perturbations = sorted(p for p in present if p != control)
     else:
@@ -237,7 +244,8 @@ def load_dataset(spec: dict, name: str = "dataset", base_dir: str | Path = ".") 
         spec = {**spec, "perturbations": [pseudo.get("name", "pseudo")]}
     perturbations = check_dataset(adata, spec, name)
     key, control = spec.get("condition_key", "condition"), spec.get("control", "control")
-    keep = adata.obs[key].astype(str).isin([control, *perturbations]).to_numpy()
+    # cells without a condition are not 'nan' (check_dataset refuses them under perturbations: all)
+    keep = adata.obs[key].astype(str).isin([control, *perturbations]).to_numpy() & adata.obs[key].notna().to_numpy()
     adata = adata[keep].copy()
     adata.obs[key] = pd.Categorical(adata.obs[key].astype(str), categories=[control, *perturbations])
     return adata, perturbations
