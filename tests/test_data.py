@@ -7,6 +7,7 @@ import pytest
 
 from perturbot.data.io import DataError, derive_columns, load_dataset
 from perturbot.data.synthetic import ConvexGradientMap, make_counts, make_features
+from perturbot.markers import markers_of
 from perturbot.preprocessing import prepare, training_hvgs
 from perturbot.slugs import slug_map, slugify
 from perturbot.splits import assign_splits
@@ -177,8 +178,9 @@ def test_prepare_counts_records_recipe_and_markers():
     info = prepared.uns["perturbot"]
     assert prepared.n_vars == 40 and list(info["recipe"]["genes"]) == list(prepared.var_names)
     assert info["recipe"]["log1p"] and info["recipe"]["normalize_total"] == 1e4
-    assert set(info["markers"]) == {"trametinib", "dasatinib"}
-    assert all(len(v) == 5 and set(v) <= set(prepared.var_names) for v in info["markers"].values())
+    assert set(info["markers"]["perturbation"]) == {"trametinib", "dasatinib"}
+    markers = {p: markers_of(info, p) for p in ("trametinib", "dasatinib")}
+    assert all(len(v) == 5 and set(v) <= set(prepared.var_names) for v in markers.values())
 
 
 def test_slugs():

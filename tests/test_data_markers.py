@@ -8,7 +8,7 @@ import pytest
 from perturbot.config import ModelSpec
 from perturbot.data.io import DataError
 from perturbot.experiment import Prediction, predict_and_evaluate
-from perturbot.markers import evaluation_features, markers_on_test_cells, stored_markers
+from perturbot.markers import evaluation_features, markers_of, markers_on_test_cells, stored_markers
 from perturbot.models.simple import Identity
 from perturbot.preprocessing import prepare
 
@@ -40,7 +40,7 @@ def test_stored_ranking_gives_the_lowest_ranks_first():
     assert stored_markers(expression(), "condition", ["stim"], 3) == {"stim": ["g5", "g1", "g9"]}
     assert stored_markers(expression(ranking=False), "condition", ["stim"], 3) == {}
     adata = prepared()
-    assert list(adata.uns["perturbot"]["stored_markers"]["stim"]) == ["g5", "g1", "g9"]
+    assert markers_of(adata.uns["perturbot"], "stim", "stored_markers") == ["g5", "g1", "g9"]
     assert len(adata.varm) == 0  # the ranking is kept as names, not carried in the prepared file
 
 
@@ -89,3 +89,32 @@ def test_cellot_protocol_scores_every_metric_on_the_stored_markers(tmp_path):
     expected = np.linalg.norm(control[:, cols].mean(0) - stim[:, cols].mean(0))
     assert frames["cellot"]["l2_means"] == pytest.approx(expected, rel=1e-5)
     assert frames["training"]["l2_means"] == pytest.approx(np.linalg.norm(control.mean(0) - stim.mean(0)), rel=1e-5)
+
+
+@pytest.mark.parametrize("name", ["stim/high", "a/b/c", "NA"])
+def test_markers_of_any_perturbation_name_survive_the_h5ad_round_trip(tmp_path, name):
+    adata = expression()
+    adata.obs["condition"] = adata.obs["condition"].replace({"stim": name})
+    adata.varm["marker_genes-condition-rank"] = adata.varm["marker_genes-condition-rank"].rename(columns={"stim": name})
+    prepared = prepare(adata, perturbations=[name], condition_key="condition", control="ctrl",
+                       modality="expression", n_hvg=len(GENES), n_markers=3, seed=0)
+    prepared.write_h5ad(tmp_path / "all.h5ad")
+    back = ad.read_h5ad(tmp_path / "all.h5ad")
+    before, after = prepared.uns["perturbot"], back.uns["perturbot"]
+    trained = markers_of(before, name)
+    assert len(trained) == 3 and markers_of(after, name) == trained
+    assert markers_of(after, name, "stored_markers") == ["g5", "g1", "g9"]
+    x, target = back.X[:10], back.X[-10:]
+    columns, every = evaluation_features(back, name, "training", x, target)
+    assert list(back.var_names[columns]) == trained and not every  # the mmd on the markers, not on every gene
+    columns, every = evaluation_features(back, name, "cellot", x, target)
+    assert list(back.var_names[columns]) == ["g5", "g1", "g9"] and every
+    assert markers_of(after, "other") is None
+
+
+def test_markers_split_by_an_earlier_h5ad_are_an_error_not_every_gene():
+    # what an earlier version's file held for 'stim/high': the dict key became nested groups
+    info = {"markers": {"stim": {"high": np.array(["g3", "g7"])}, "other": np.array(["g1"])}}
+    with pytest.raises(DataError, match="'stim/high' were split.*prepare the data again"):
+        markers_of(info, "stim/high")
+    assert markers_of(info, "other") == ["g1"] and markers_of(info, "none") is None

@@ -20,6 +20,38 @@ import pandas as pd
 from perturbot.data.io import DataError
 
 PROTOCOLS = ("training", "cellot", "w1ot")
+#: Columns of a marker table: one row per (perturbation, gene), genes in rank order.
+MARKER_COLUMNS = ["perturbation", "gene"]
+
+
+def marker_table(markers: dict[str, list[str]]) -> pd.DataFrame:
+    """Marker genes per perturbation as a long table, the form they are stored in ``uns['perturbot']``.
+
+    Perturbation names are values here, never keys: anndata writes a dict key
+    with a ``/`` as nested groups in the .h5ad, so the markers of ``a/b``
+    would come back under ``a``, then ``b``, and the metrics fall back to
+    every gene without a word.
+    """
+    rows = [(str(p), str(g)) for p, genes in markers.items() for g in genes]
+    return pd.DataFrame(rows, columns=MARKER_COLUMNS, dtype=object)
+
+
+def markers_of(info: dict, perturbation: str, key: str = "markers") -> list[str] | None:
+    """The marker genes of one perturbation in ``uns['perturbot'][key]``, in rank order; None without any."""
+    markers = info.get(key)
+    if markers is None:
+        return None
+    if isinstance(markers, pd.DataFrame):
+        genes = [str(g) for g in markers.loc[markers["perturbation"].astype(str) == perturbation, "gene"]]
+        return genes or None
+    # a mapping perturbation -> genes (made in memory, or prepared by an earlier version)
+    genes = markers.get(perturbation)
+    if genes is None and "/" in perturbation and perturbation.split("/")[0] in markers:
+        raise DataError(
+            f"the markers of perturbation {perturbation!r} were split at its '/' when the data were written "
+            f"(prepared by an earlier version); prepare the data again"
+        )
+    return None if genes is None or not len(genes) else [str(g) for g in genes]
 
 
 def stored_ranking_key(adata: ad.AnnData, condition_key: str) -> str | None:
@@ -61,14 +93,14 @@ def evaluation_features(
     info = adata.uns["perturbot"]
     modality = info["recipe"]["modality"]
     if protocol == "training":
-        markers = info.get("markers", {}).get(perturbation)  # an array after the .h5ad round trip
-        return (adata.var_names.get_indexer(list(markers)) if markers is not None and len(markers) else None), False
+        markers = markers_of(info, perturbation)
+        return (adata.var_names.get_indexer(markers) if markers else None), False
     n_markers = int(info.get("n_markers", 50))
-    stored = info.get("stored_markers", {}).get(perturbation)
+    stored = markers_of(info, perturbation, "stored_markers")
     if modality == "features" or (protocol == "w1ot" and n_markers >= adata.n_vars):
         return None, True
-    if stored is not None and len(stored):
-        return adata.var_names.get_indexer(list(stored)), True
+    if stored:
+        return adata.var_names.get_indexer(stored), True
     if protocol == "cellot":
         raise DataError(
             f"evaluation.markers cellot needs the marker ranking stored in the data file "

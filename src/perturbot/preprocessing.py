@@ -12,7 +12,7 @@ import anndata as ad
 import numpy as np
 from scipy import sparse
 
-from perturbot.markers import stored_markers
+from perturbot.markers import marker_table, stored_markers
 from perturbot.splits import assign_splits, subsample_per_condition
 
 TARGET_SUM = 1e4
@@ -118,8 +118,8 @@ def prepare(
         "holdout_key": holdout_key or "",
         "holdout": holdout,
         "recipe": recipe,
-        "markers": markers,
-        "stored_markers": stored,
+        "markers": marker_table(markers),  # a table, not a dict keyed by name: any name survives the .h5ad
+        "stored_markers": marker_table(stored),
         "n_markers": n_markers,
     }
     if "pseudo_perturbation" in adata.uns:

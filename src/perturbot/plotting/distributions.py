@@ -32,9 +32,11 @@ def marginal_features(
         if missing:
             raise ValueError(f"figures.marginal_features: not in the data: {', '.join(missing)}")
         return list(chosen)
-    markers = info.get("markers", {}).get(perturbation)
-    if markers is not None and len(markers):
-        return [str(g) for g in list(markers)[:n]]
+    from perturbot.markers import markers_of
+
+    markers = markers_of(info, perturbation)
+    if markers:
+        return markers[:n]
     return changing_features(control, perturbed, list(names), n)
 
 
