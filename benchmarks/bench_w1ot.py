@@ -55,7 +55,8 @@ def scaling(dims: list[int], n_pot: int, n_step: int) -> list[tuple]:
     rows = []
     for d in dims:
         x, y, shift = _data(d, d)
-        model = W1OT(n_iters_potential=n_pot, n_iters_step=n_step, eval_every=EVAL_EVERY, device="cpu")
+        model = W1OT(n_iters_potential=n_pot, n_iters_step=n_step, eval_every=EVAL_EVERY, criterion="mmd_fixed",
+                     device="cpu")
         t_pot, t_step, cpu_pot, cpu_step = _stage_seconds(model, x, {"p": y})
         per_step = t_step / n_step
         identity, oracle = _validation_mmd(x, y, shift, model.val_size, model.seed)

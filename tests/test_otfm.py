@@ -117,7 +117,7 @@ def test_one_network_learns_opposite_shifts_by_its_perturbation_embedding():
     with pytest.raises(KeyError, match="unknown perturbation"):
         model.transport(test, "sideways")
     assert set(model.history_["perturbation"]) == {"up", "down"}
-    assert set(model.val_mmd_) == {"up", "down"}
+    assert set(model.val_score_) == {"up", "down"}
 
 
 # ----------------------------------------------- persistence and resumption
@@ -135,7 +135,7 @@ def test_save_and_load_give_identical_predictions(tmp_path):
     assert isinstance(loaded, OTFlowMatching) and loaded.solver == "rk4"
     for name in ("a", "b"):
         np.testing.assert_array_equal(loaded.transport(src, name), model.transport(src, name))
-    assert loaded.scale_ == model.scale_ and loaded.val_mmd_ == model.val_mmd_
+    assert loaded.scale_ == model.scale_ and loaded.val_score_ == model.val_score_
 
 
 class _Killed(RuntimeError):

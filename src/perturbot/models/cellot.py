@@ -55,6 +55,7 @@ the exact potential); the weights kept are still selected on validation MMD.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -75,11 +76,13 @@ PRESETS: dict[str, dict[str, Any]] = {
     "paper": dict(
         n_iters=100_000, n_inner_iters=10, batch_size=256, lr=1e-4, beta1=0.5, beta2=0.9,
         init="uniform", standardize=False, eval_every=250, patience=0,
+        criterion="mmd_fixed", lr_min=None, hidden_units=(64, 64, 64, 64),
     ),
     # measured in benchmarks/bench_cellot.py, see docs/models/cellot.md
     "fast": dict(
         n_iters=5_000, n_inner_iters=2, batch_size=256, lr=1e-3, beta1=0.5, beta2=0.9,
         init="gaussian", standardize=True, eval_every=100, patience=10,
+        criterion="w2", lr_min=None, hidden_units=(64, 64, 64, 64),
     ),
 }
 INITS = ("uniform", "identity", "gaussian")
@@ -110,6 +113,11 @@ class Settings:
     standardize: bool
     eval_every: int
     patience: int
+    #: weights kept by validation MMD with fixed (the paper's) or median-heuristic bandwidths
+    criterion: str = "mmd_fixed"
+    #: cosine decay of both learning rates from ``lr`` to ``lr_min`` over ``n_iters`` (None: constant)
+    lr_min: float | None = None
+    hidden_units: tuple[int, ...] = (64, 64, 64, 64)
 
 
 class CellOT(PerturbationModel):
@@ -124,7 +132,7 @@ class CellOT(PerturbationModel):
     def __init__(
         self,
         preset: str = "paper",
-        hidden_units: Sequence[int] = (64, 64, 64, 64),
+        hidden_units: Sequence[int] | None = None,
         n_iters: int | None = None,
         n_inner_iters: int | None = None,
         batch_size: int | None = None,
@@ -139,6 +147,8 @@ class CellOT(PerturbationModel):
         eval_every: int | None = None,
         val_size: int = 500,
         patience: int | None = None,
+        criterion: str | None = None,
+        lr_min: float | None = None,
         checkpoint_every: int = 1000,
         solver: str = "minmax",
         conjugate_iters: int = 20,
@@ -161,6 +171,8 @@ class CellOT(PerturbationModel):
         self.eval_every = eval_every
         self.val_size = val_size
         self.patience = patience
+        self.criterion = criterion
+        self.lr_min = lr_min
         self.checkpoint_every = checkpoint_every
         self.solver = solver
         self.conjugate_iters = conjugate_iters
@@ -210,6 +222,7 @@ class CellOT(PerturbationModel):
             raise ValueError(f"unknown preset {self.preset!r}; choose one of {sorted(PRESETS)}")
         values = dict(PRESETS[self.preset])
         values.update({k: getattr(self, k) for k in values if getattr(self, k) is not None})
+        values["hidden_units"] = tuple(int(h) for h in values["hidden_units"])
         return Settings(**values)
 
     def _check_params(self) -> Settings:
@@ -224,6 +237,9 @@ class CellOT(PerturbationModel):
             raise ValueError(f"patience must be >= 0 (0: no early stop), got {hp.patience!r}")
         if hp.lr <= 0:
             raise ValueError(f"lr must be positive, got {hp.lr!r}")
+        training.check_criterion(hp.criterion)
+        if hp.lr_min is not None and not 0 <= hp.lr_min <= hp.lr:
+            raise ValueError(f"lr_min must be None or between 0 and lr ({hp.lr}), got {hp.lr_min!r}")
         if hp.init not in INITS:
             raise ValueError(f"init must be one of {INITS}, got {hp.init!r}")
         if self.solver not in SOLVERS:
@@ -349,6 +365,10 @@ class CellOT(PerturbationModel):
         state = dict(state)
         settings = state.pop("settings_", None)
         super()._set_state(state)
+        if settings is not None and "hidden_units" not in settings:  # saved before presets set the widths
+            settings["hidden_units"] = self.hidden_units or PRESETS["paper"]["hidden_units"]
+        if settings is not None:
+            settings["hidden_units"] = tuple(int(h) for h in settings["hidden_units"])
         self.settings_ = Settings(**settings) if settings is not None else self.settings()
         if self.settings_.standardize:
             self.shift_ = np.asarray(self.shift_, dtype=np.float64)
@@ -371,7 +391,7 @@ class CellOT(PerturbationModel):
         return StackedICNN(
             n_models,
             n_features,
-            hidden_units=list(self.hidden_units),
+            hidden_units=list(self.settings_.hidden_units),
             negative_slope=self.negative_slope,
             init_scale=self.init_scale,
             generator=generator,
@@ -445,6 +465,8 @@ class _Trainer:
         self.rows = torch.arange(self.P, device=device).unsqueeze(1)
         self.batch = int(min(hp.batch_size, len(self.src), *sizes))
         self.validate = len(self.src_val) > 0 and all(len(v) > 0 for v in self.tgt_val)
+        # what the kept weights are selected by, per perturbation, in the data's units
+        self.scores = [training.SelectionScore(hp.criterion, self._to_data_units(v)) for v in self.tgt_val]
 
         init = training.make_generator(int(init_seed))  # on CPU: same weights on every device
         self.f = model._new_network(self.P, source.shape[1], init).to(device)
@@ -471,7 +493,7 @@ class _Trainer:
             "perturbations": list(names),
             "n_features": int(source.shape[1]),
             "n_cells": [len(source)] + [len(t) for t in targets],
-            "hidden_units": [int(h) for h in model.hidden_units],
+            "hidden_units": [int(h) for h in hp.hidden_units],
             "seed": seed,
         }
         if hp.init != "uniform" or hp.standardize:  # paper-style checkpoints keep their format
@@ -540,9 +562,9 @@ class _Trainer:
     # ----------------------------------------------------------- validation
     @torch.no_grad()
     def _evaluate(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Log mean losses and validation MMD / W2; keep improved weights; count stalls.
+        """Log mean losses, the validation score and the dual W2; keep improved weights; count stalls.
 
-        Returns the validation MMD per perturbation (NaN without validation cells) and the mean losses (2, P)."""
+        Returns the validation score per perturbation (NaN without validation cells) and the mean losses (2, P)."""
         losses = (self.loss_sums / max(self.loss_count, 1)).cpu()
         if not torch.isfinite(losses).all():
             raise FloatingPointError(
@@ -551,25 +573,23 @@ class _Trainer:
             )
         self.loss_sums.zero_()
         self.loss_count = 0
-        mmd = torch.full((self.P,), float("nan"), dtype=torch.float64)
+        score = torch.full((self.P,), float("nan"), dtype=torch.float64)
         w2 = torch.full((self.P,), float("nan"), dtype=torch.float64)
         if self.validate:
             x = self.src_val.unsqueeze(0).expand(self.P, -1, -1)
             tx = self.g.gradient(x)
             source_dual = self._source_dual(x, tx)
             x_sq = (self.src_val**2).sum(-1).mean()
-            scale, shift = self._units()
+            scale, _ = self._units()
             for p, y in enumerate(self.tgt_val):
-                if scale is None:
-                    mmd[p] = float(training.mmd_rbf_torch(tx[p], y))
-                else:  # in the data's units, so that the kernel bandwidths mean what they say
-                    mmd[p] = float(training.mmd_rbf_torch(tx[p] * scale + shift, y * scale + shift))
+                # in the data's units, where the criterion's bandwidths and distances are meant
+                score[p] = self.scores[p](self._to_data_units(tx[p]))
                 target_dual = self._target_dual(p, y)
                 w2[p] = float(x_sq + (y**2).sum(-1).mean() - 2 * source_dual[p].mean() - 2 * target_dual.mean())
                 if scale is not None:  # W2 scales with the data; it does not move with them
                     w2[p] *= scale**2
-            improved = mmd < self.best_mmd
-            self.best_mmd = torch.where(improved, mmd, self.best_mmd)
+            improved = score < self.best_mmd
+            self.best_mmd = torch.where(improved, score, self.best_mmd)
             self.best_iteration[improved] = self.iteration
             self.stalled = torch.where(improved, 0, self.stalled + 1)
             mask = improved.to(self.device)
@@ -583,10 +603,10 @@ class _Trainer:
                 perturbation=name,
                 loss_g=float(losses[0, p]),
                 loss_f=float(losses[1, p]),
-                val_mmd=float(mmd[p]),
+                **{training.CRITERIA[self.hp.criterion]: float(score[p])},
                 val_w2=float(w2[p]),
             )
-        return mmd, losses
+        return score, losses
 
     def _source_dual(self, x: torch.Tensor, tx: torch.Tensor) -> torch.Tensor:
         """The dual's source term (P, n): f's conjugate at x, ``<x, T(x)> - f(T(x))``."""
@@ -595,6 +615,21 @@ class _Trainer:
     def _target_dual(self, p: int, y: torch.Tensor) -> torch.Tensor:
         """The dual's target term (n,) of perturbation p: ``f(y)``."""
         return self.f.select([p])(y.unsqueeze(0))[0]
+
+    def _to_data_units(self, z: torch.Tensor) -> torch.Tensor:
+        """Cells in training units back in the data's units (unchanged without standardisation)."""
+        scale, shift = self._units()
+        return z if scale is None else z * scale + shift
+
+    def _set_learning_rate(self, iteration: int) -> None:
+        """Cosine decay from ``lr`` to ``lr_min`` over ``n_iters`` (a function of the iteration: resumes exactly)."""
+        if self.hp.lr_min is None:
+            return
+        progress = min(iteration / max(int(self.hp.n_iters), 1), 1.0)
+        lr = self.hp.lr_min + 0.5 * (self.hp.lr - self.hp.lr_min) * (1 + math.cos(math.pi * progress))
+        for optimizer in (self.opt_f, self.opt_g):
+            for group in optimizer.param_groups:
+                group["lr"] = lr
 
     def _units(self) -> tuple[float | None, torch.Tensor | None]:
         """Scale and shift back to the data's units, or (None, None) without standardisation."""
@@ -659,17 +694,19 @@ class _Trainer:
             self._restore(state)
         n_iters, eval_every = int(self.hp.n_iters), int(self.hp.eval_every)
         # log lines, the live history and a clean stop on SIGTERM/SIGINT; patience stays in _converged
-        self.progress = training.Progress("cellot", n_iters, history=self.history, score_name="val_mmd")
+        self.progress = training.Progress("cellot", n_iters, history=self.history,
+                                          score_name=training.CRITERIA[self.hp.criterion])
         if state is not None:
             self.progress.load_state_dict(state.get("progress"))
         with self.progress:
             for it in self.progress.iterations(self.iteration, n_iters, on_stop=lambda _: checkpoint.save(self._state())):
+                self._set_learning_rate(it - 1)
                 self._iterate()
                 self.iteration = it
                 if it % eval_every == 0 or it == n_iters:
-                    mmd, losses = self._evaluate()
+                    score, losses = self._evaluate()
                     loss_means = {"loss_g": float(losses[0].mean()), "loss_f": float(losses[1].mean())}
-                    self.progress.record(it, [], score=mmd.numpy(), losses=loss_means)
+                    self.progress.record(it, [], score=score.numpy(), losses=loss_means)
                     if self._converged():
                         break
                 if it < n_iters and checkpoint.due(it):

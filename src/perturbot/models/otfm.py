@@ -36,8 +36,8 @@ class OTFlowMatching(PerturbationModel):
     """OT conditional flow matching estimator; see ``docs/models/otfm.md`` for every keyword.
 
     Learned state: ``velocity_`` (the network), ``perturbations_``, ``center_`` and
-    ``scale_`` (input standardisation), ``history_``, ``val_mmd_`` (per
-    perturbation, of the kept weights) and ``fit_seconds_``.
+    ``scale_`` (input standardisation), ``history_``, ``val_score_`` (the
+    validation ``criterion`` per perturbation, of the kept weights) and ``fit_seconds_``.
     """
     is_ot = True
     is_neural = True
@@ -62,6 +62,7 @@ class OTFlowMatching(PerturbationModel):
         solver: str = "midpoint",
         n_steps: int = 10,
         keep_best: bool = False,
+        criterion: str = "w2",
         standardize: bool = True,
         val_size: int = 500,
         eval_every: int = 250,
@@ -83,6 +84,7 @@ class OTFlowMatching(PerturbationModel):
         self.solver = solver
         self.n_steps = n_steps
         self.keep_best = keep_best
+        self.criterion = criterion
         self.standardize = standardize
         self.val_size = val_size
         self.eval_every = eval_every
@@ -99,6 +101,7 @@ class OTFlowMatching(PerturbationModel):
         for key in ("n_iters", "batch_size", "n_steps", "eval_every"):
             if int(getattr(self, key)) < 1:
                 raise ValueError(f"{key} must be a positive integer, got {getattr(self, key)!r}")
+        training.check_criterion(self.criterion)
         if self.sigma < 0:
             raise ValueError(f"sigma must be >= 0, got {self.sigma!r}")
         if self.perturbations_per_step is not None and int(self.perturbations_per_step) < 1:
@@ -132,12 +135,12 @@ class OTFlowMatching(PerturbationModel):
         )
         net = self._build(src.shape[1], len(names))
         start, start_cpu = time.perf_counter(), time.process_time()
-        val_mmd = self._train(net, data, names, training.Checkpoint(checkpoint, self.checkpoint_every))
+        val_score = self._train(net, data, names, training.Checkpoint(checkpoint, self.checkpoint_every))
         self.fit_seconds_ = {"train": time.perf_counter() - start, "train_cpu": time.process_time() - start_cpu}
         self.n_features_in_ = src.shape[1]
         self.perturbations_ = names
         self.velocity_ = net.eval()
-        self.val_mmd_ = dict(zip(names, val_mmd))
+        self.val_score_ = dict(zip(names, val_score))
         return self
 
     def _train(self, net: VelocityField, data: "_Data", names: list[str], ckpt: training.Checkpoint) -> list[float]:
@@ -148,7 +151,10 @@ class OTFlowMatching(PerturbationModel):
         gen = training.make_generator(self.seed, self.device_)
         history = training.History()
         n_models = len(names)
-        best_mmd = torch.full((n_models,), float("inf"))
+        best_score = torch.full((n_models,), float("inf"))
+        # in standardised units: the criteria are invariant to one shift and (up to a factor) one scale
+        scorers = [training.SelectionScore(self.criterion, t) for t in data.target_val]
+        column = training.CRITERIA[self.criterion]
         best = {k: v.detach().clone() for k, v in net.state_dict().items()}
         start = 0
         state = ckpt.load()
@@ -159,11 +165,11 @@ class OTFlowMatching(PerturbationModel):
             sched.load_state_dict(state["scheduler"])
             training.restore_generator(gen, state["generator"])
             history.rows = list(state["history"])
-            best_mmd = state["best_mmd"].clone()
+            best_score = state["best_score"].clone()
             best = {k: v.to(self.device_) for k, v in state["best"].items()}
             start = int(state["iteration"])
         per_step = min(int(self.perturbations_per_step or n_models), n_models)
-        mmd = None
+        score = None
         net.train()
         for it in range(start + 1, n_iters + 1):
             chosen = torch.arange(n_models, device=gen.device)
@@ -177,30 +183,30 @@ class OTFlowMatching(PerturbationModel):
             opt.step()
             sched.step()
             if it % self.eval_every == 0 or it == n_iters:
-                mmd = self._validation_mmd(net, data)
-                if self.keep_best and torch.isfinite(mmd).any():
-                    # one network for all perturbations: keep it where the mean validation MMD is lowest
-                    if float(mmd.nanmean()) < float(best_mmd.nanmean()) or not torch.isfinite(best_mmd).any():
+                score = self._validation_score(net, data, scorers)
+                if self.keep_best and torch.isfinite(score).any():
+                    # one network for all perturbations: keep it where the mean validation score is lowest
+                    if float(score.nanmean()) < float(best_score.nanmean()) or not torch.isfinite(best_score).any():
                         best = {k: v.detach().clone() for k, v in net.state_dict().items()}
-                        best_mmd = mmd.clone()
+                        best_score = score.clone()
                 losses = dict(zip(chosen.tolist(), loss.detach().cpu().tolist()))
                 for p, name in enumerate(names):
                     history.log(iteration=it, perturbation=name, loss=losses.get(p, float("nan")),
-                                val_mmd=float(mmd[p]), lr=sched.get_last_lr()[0])
+                                **{column: float(score[p])}, lr=sched.get_last_lr()[0])
                 net.train()
             if ckpt.due(it):
                 ckpt.save({
                     "iteration": it, "velocity": net.state_dict(), "optimizer": opt.state_dict(),
                     "scheduler": sched.state_dict(), "generator": training.generator_state(gen),
-                    "history": history.rows, "best": best, "best_mmd": best_mmd,
+                    "history": history.rows, "best": best, "best_score": best_score,
                 })
         ckpt.clear()
         self.history_ = history.to_frame()
-        if self.keep_best and torch.isfinite(best_mmd).any():
+        if self.keep_best and torch.isfinite(best_score).any():
             net.load_state_dict(best)
-            final = best_mmd
+            final = best_score
         else:
-            final = mmd if mmd is not None else self._validation_mmd(net, data)
+            final = score if score is not None else self._validation_score(net, data, scorers)
         net.eval()
         return torch.where(torch.isfinite(final), final, float("nan")).tolist()
 
@@ -219,15 +225,16 @@ class OTFlowMatching(PerturbationModel):
         return (v - (x1 - x0)).pow(2).mean((1, 2))
 
     @torch.no_grad()
-    def _validation_mmd(self, net: VelocityField, data: "_Data") -> torch.Tensor:
+    def _validation_score(self, net: VelocityField, data: "_Data", scorers: list) -> torch.Tensor:
+        """The validation ``criterion`` of each perturbation's integrated validation cells (lower is better)."""
         if data.source_val.shape[0] == 0:
             return torch.full((data.n_models,), float("nan"))
         net.eval()
         out = []
         for p in range(data.n_models):
             mapped = integrate(net, data.source_val, p, int(self.n_steps), self.solver)
-            out.append(training.mmd_rbf_torch(mapped, data.target_val[p]).cpu())
-        return torch.stack(out)
+            out.append(scorers[p](mapped))
+        return torch.tensor(out, dtype=torch.float64)
 
     # ----------------------------------------------------------- inference
     def transport(self, x: Any, perturbation: str | None = None) -> np.ndarray:
@@ -249,7 +256,7 @@ class OTFlowMatching(PerturbationModel):
             "perturbations_": list(self.perturbations_),
             "center_": list(self.center_),
             "scale_": float(self.scale_),
-            "val_mmd_": self.val_mmd_,
+            "val_score_": self.val_score_,
             "fit_seconds_": self.fit_seconds_,
         }
 

@@ -34,7 +34,8 @@ class W1OT(PerturbationModel):
 
     See ``docs/models/w1ot.md`` for every keyword. Learned state: ``potential_``
     (stacked 1-Lipschitz phi), ``step_`` (stacked eta), ``perturbations_``,
-    ``history_``, ``w1_validation_`` and ``val_mmd_`` (per perturbation), and
+    ``history_``, ``w1_validation_`` and ``val_score_`` (the step-size stage's validation
+    ``criterion`` of the kept eta, per perturbation), and
     ``fit_seconds_`` (wall and process CPU time of each stage, validation included).
     """
     is_ot = True
@@ -64,6 +65,7 @@ class W1OT(PerturbationModel):
         val_size: int = 500,
         eval_every: int = 250,
         patience: int | None = None,
+        criterion: str = "w2",
         checkpoint_every: int = 1000,
         seed: int = 0,
         device: str = "auto",
@@ -86,6 +88,7 @@ class W1OT(PerturbationModel):
         self.val_size = val_size
         self.eval_every = eval_every
         self.patience = patience
+        self.criterion = criterion
         self.checkpoint_every = checkpoint_every
         self.seed = seed
         self.device = device
@@ -121,6 +124,7 @@ class W1OT(PerturbationModel):
     ) -> "W1OT":
         """Fit one potential and one step-size network per target, all in the same batched loop."""
         src, tgts = fit_inputs(source, targets)
+        training.check_criterion(self.criterion)
         self.device_ = training.resolve_device(self.device)
         names = list(tgts)
         n_pot, n_step = self._iterations()
@@ -145,7 +149,7 @@ class W1OT(PerturbationModel):
             w1_val = self._fit_potential(phi, data, n_pot, gen, history, ckpt, state, names, n_step)
             step_state = None
         middle, middle_cpu = time.perf_counter(), time.process_time()
-        val_mmd = self._fit_step(phi, eta, disc, data, n_pot, n_step, gen, history, ckpt, step_state, names)
+        val_score = self._fit_step(phi, eta, disc, data, n_pot, n_step, gen, history, ckpt, step_state, names)
         ckpt.clear()
         self.fit_seconds_ = {
             "potential": middle - start, "step": time.perf_counter() - middle,
@@ -158,7 +162,7 @@ class W1OT(PerturbationModel):
         self.step_ = eta.eval()
         self.history_ = history.to_frame()
         self.w1_validation_ = dict(zip(names, w1_val))
-        self.val_mmd_ = dict(zip(names, val_mmd))
+        self.val_score_ = dict(zip(names, val_score))
         self._members: dict[int, tuple[LipschitzPotential, nn.Module]] = {}
         return self
 
@@ -243,17 +247,19 @@ class W1OT(PerturbationModel):
         state: dict[str, Any] | None,
         names: list[str],
     ) -> list[float]:
-        """Stage 2: non-saturating GAN on T(x) = x - eta(x) grad phi(x); keeps the best eta by validation MMD."""
+        """Stage 2: non-saturating GAN on T(x) = x - eta(x) grad phi(x); keeps the best eta by the validation criterion."""
         phi.eval()
         dir_train = data.source_directions(phi, data.source)
         dir_val = data.source_directions(phi, data.source_val)
         opt_eta = torch.optim.Adam(eta.parameters(), lr=self.lr_step, fused=True)
         opt_disc = torch.optim.Adam(disc.parameters(), lr=self.lr_step, fused=True)
         n_models = len(names)
-        best_mmd = torch.full((n_models,), float("inf"))
+        best_score = torch.full((n_models,), float("inf"))
         best = {k: v.detach().clone() for k, v in eta.state_dict().items()}
+        scorers = [training.SelectionScore(self.criterion, t) for t in data.target_val]
+        column = training.CRITERIA[self.criterion]
         progress = training.Progress(
-            "w1ot step", n_iters, history=history, patience=self.patience, score_name="val_mmd", offset=n_pot,
+            "w1ot step", n_iters, history=history, patience=self.patience, score_name=column, offset=n_pot,
         )
         start = 0
         if state is not None:
@@ -262,7 +268,7 @@ class W1OT(PerturbationModel):
             for opt, key in ((opt_eta, "opt_step"), (opt_disc, "opt_discriminator")):
                 opt.load_state_dict(state[key])
                 training.optimizer_to(opt, self.device_)
-            best_mmd = state["best_mmd"].clone()
+            best_score = state["best_score"].clone()
             best = {k: v.to(self.device_) for k, v in state["best_step"].items()}
             start = int(state["iteration"])
             progress.load_state_dict(state.get("progress"))
@@ -272,7 +278,7 @@ class W1OT(PerturbationModel):
                 "stage": "step", "iteration": iteration, "potential": phi.state_dict(),
                 "step": eta.state_dict(), "discriminator": disc.state_dict(),
                 "opt_step": opt_eta.state_dict(), "opt_discriminator": opt_disc.state_dict(),
-                "best_step": best, "best_mmd": best_mmd,
+                "best_step": best, "best_score": best_score,
                 "generator": training.generator_state(gen), "history": history.rows,
                 "progress": progress.state_dict(),
             }
@@ -299,13 +305,13 @@ class W1OT(PerturbationModel):
                 loss_eta.sum().backward(inputs=eta_params)
                 opt_eta.step()
                 if it % self.eval_every == 0 or it == n_iters:
-                    mmd = self._validation_mmd(eta, data, dir_val)
+                    score = self._validation_score(eta, data, dir_val, scorers)
                     l_disc, l_eta = loss_disc.detach().cpu().tolist(), loss_eta.detach().cpu().tolist()
                     rows = [{"stage": "step", "iteration": n_pot + it, "perturbation": name,
-                             "loss_discriminator": l_disc[p], "loss_step": l_eta[p], "val_mmd": float(mmd[p])}
+                             "loss_discriminator": l_disc[p], "loss_step": l_eta[p], column: float(score[p])}
                             for p, name in enumerate(names)]
                     improved = torch.from_numpy(progress.record(
-                        it, rows, score=mmd.numpy(),
+                        it, rows, score=score.numpy(),
                         losses={"loss_discriminator": float(np.mean(l_disc)), "loss_step": float(np.mean(l_eta))},
                     ))
                     if improved.any():
@@ -313,18 +319,18 @@ class W1OT(PerturbationModel):
                         for k, v in eta.state_dict().items():
                             keep = mask.view(-1, *([1] * (v.dim() - 1)))
                             best[k] = torch.where(keep, v.detach(), best[k])
-                        best_mmd = torch.where(improved, mmd, best_mmd)
+                        best_score = torch.where(improved, score, best_score)
                     if progress.converged:
                         break
                 if ckpt.due(it):
                     ckpt.save(snapshot(it))
-        # perturbations without a finite validation MMD (no validation cells) keep the last eta
-        found = torch.isfinite(best_mmd).to(self.device_)
+        # perturbations without a finite validation score (no validation cells) keep the last eta
+        found = torch.isfinite(best_score).to(self.device_)
         with torch.no_grad():
             for k, v in eta.state_dict().items():
                 v.copy_(torch.where(found.view(-1, *([1] * (v.dim() - 1))), best[k], v))
         eta.eval()
-        return torch.where(torch.isfinite(best_mmd), best_mmd, float("nan")).tolist()
+        return torch.where(torch.isfinite(best_score), best_score, float("nan")).tolist()
 
     def _move(self, x: torch.Tensor, direction: torch.Tensor, eta: nn.Module) -> torch.Tensor:
         mapped = x - eta(x) * direction
@@ -339,14 +345,14 @@ class W1OT(PerturbationModel):
         return (src - tgt).tolist()
 
     @torch.no_grad()
-    def _validation_mmd(self, eta: nn.Module, data: "_Data", dir_val: torch.Tensor) -> torch.Tensor:
+    def _validation_score(
+        self, eta: nn.Module, data: "_Data", dir_val: torch.Tensor, scorers: list
+    ) -> torch.Tensor:
         if data.source_val.shape[0] == 0:
-            return torch.full((data.n_models,), float("nan"))
+            return torch.full((data.n_models,), float("nan"), dtype=torch.float64)
         x = data.source_val.expand(data.n_models, -1, -1)
         mapped = self._move(x, dir_val, eta)
-        return torch.stack([
-            training.mmd_rbf_torch(mapped[p], data.target_val[p]).cpu() for p in range(data.n_models)
-        ])
+        return torch.tensor([scorers[p](mapped[p]) for p in range(data.n_models)], dtype=torch.float64)
 
     # ----------------------------------------------------------- inference
     def _member(self, perturbation: str | None) -> tuple[LipschitzPotential, nn.Module]:
@@ -401,7 +407,7 @@ class W1OT(PerturbationModel):
             **super()._get_state(),
             "perturbations_": list(self.perturbations_),
             "w1_validation_": self.w1_validation_,
-            "val_mmd_": self.val_mmd_,
+            "val_score_": self.val_score_,
             "fit_seconds_": self.fit_seconds_,
         }
 
