@@ -86,7 +86,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     ),
 }
 INITS = ("uniform", "identity", "gaussian")
-SOLVERS = ("minmax", "amortized")
+SOLVERS = ("minmax", "amortized", "cycle")
 #: Conjugate solver (OTT-JAX's DEFAULT_CONJUGATE_SOLVER): gradient tolerance, curvature pairs kept,
 #: backtracking halvings, Armijo constant.
 CONJUGATE_TOL = 1e-5
@@ -152,6 +152,7 @@ class CellOT(PerturbationModel):
         checkpoint_every: int = 1000,
         solver: str = "minmax",
         conjugate_iters: int = 20,
+        cycle_weight: float = 1.0,
         seed: int = 0,
         device: str = "auto",
     ) -> None:
@@ -176,6 +177,7 @@ class CellOT(PerturbationModel):
         self.checkpoint_every = checkpoint_every
         self.solver = solver
         self.conjugate_iters = conjugate_iters
+        self.cycle_weight = cycle_weight
         self.seed = seed
         self.device = device
 
@@ -205,7 +207,7 @@ class CellOT(PerturbationModel):
             self.scale_ = float(np.sqrt(source.var(0).mean())) or 1.0
             source = self._standardise(source)
             tgts = [self._standardise(t) for t in tgts]
-        trainer_cls = _AmortizedTrainer if self.solver == "amortized" else _Trainer
+        trainer_cls = {"minmax": _Trainer, "amortized": _AmortizedTrainer, "cycle": _CycleTrainer}[self.solver]
         trainer = trainer_cls(self, hp, source, tgts, names, self.device_)
         result = trainer.run(training.Checkpoint(checkpoint, every=self.checkpoint_every))
         self.n_features_in_ = source.shape[1]
@@ -244,6 +246,8 @@ class CellOT(PerturbationModel):
             raise ValueError(f"init must be one of {INITS}, got {hp.init!r}")
         if self.solver not in SOLVERS:
             raise ValueError(f"solver must be one of {SOLVERS}, got {self.solver!r}")
+        if not float(self.cycle_weight) > 0:
+            raise ValueError(f"cycle_weight must be positive, got {self.cycle_weight!r}")
         if int(self.conjugate_iters) < 1:
             raise ValueError(f"conjugate_iters must be positive, got {self.conjugate_iters!r}")
         return hp
@@ -300,7 +304,8 @@ class CellOT(PerturbationModel):
         return self._evaluate(self.f_, y, index, "value")
 
     def _amortized(self) -> bool:
-        return getattr(self, "solver", "minmax") == "amortized"
+        """g is the exact potential and f only predicts g's conjugate points (amortized, cycle)."""
+        return getattr(self, "solver", "minmax") in ("amortized", "cycle")
 
     def _conjugate(self, y: np.ndarray, index: int) -> tuple[np.ndarray, np.ndarray]:
         """``argmax_x <x, y> - g(x)`` and ``g*(y)`` in the data's units (float64), chunked.
@@ -771,6 +776,57 @@ class _AmortizedTrainer(_Trainer):
         y = y.unsqueeze(0)
         x_hat = conjugate_argmax(g, y, f.gradient(y), self.conjugate_iters)
         return ((x_hat * y).sum(-1) - g(x_hat))[0]
+
+
+class _CycleTrainer(_Trainer):
+    """W2GN (Korotin et al., ICLR 2021): one joint descent instead of a min-max, with a cycle penalty.
+
+    g (``T = grad g``) and f (``grad f`` ~ T's inverse) minimise together
+    ``mean g(x) + mean[<x_hat, y> - g(x_hat)] + cycle_weight * mean |grad g(grad f(y)) - y|^2``
+    with ``x_hat = grad f(y)``: the first two terms are the W2 dual with g's
+    conjugate at y evaluated at f's guess of the maximiser (held fixed there:
+    descending the dual in f would move the guess away from the maximiser),
+    and the cycle term trains f towards the inverse of T, where the guess is
+    exact. g's ``W`` are clamped non-negative after
+    every step (g stays convex); f is not constrained, it only predicts points.
+    One step updates both from one source and one target batch (about one
+    minmax g step's cost; the minmax schedule spends ``n_inner_iters + 1``).
+    """
+
+    def __init__(self, model: CellOT, *args: Any, **kwargs: Any) -> None:
+        super().__init__(model, *args, **kwargs)
+        self.cycle_weight = float(model.cycle_weight)
+        self.meta.update(solver="cycle", cycle_weight=self.cycle_weight)
+
+    def _iterate(self) -> None:
+        x, y = self._source_batch(), self._target_batch()
+        x_hat = self.f.gradient(y)
+        # the dual sees f's guess as a point (envelope theorem: where it is the maximiser, g's gradient
+        # is E grad_w g(x) - E grad_w g(x_hat)); f learns only from the cycle, towards that maximiser
+        values = self.g(torch.cat([x, x_hat.detach()], dim=1))
+        dual = values[:, : self.batch].mean(1) + ((x_hat.detach() * y).sum(-1) - values[:, self.batch :]).mean(1)
+        cycle = (self.g.gradient(x_hat) - y).square().sum(-1).mean(1)
+        loss = dual + self.cycle_weight * cycle
+        params = self.g_params + self.f_params
+        grads = torch.autograd.grad(loss.sum(), params)
+        for param, grad in zip(params, grads):
+            param.grad = grad.contiguous()  # fused CPU Adam misreads strided gradients
+        self.opt_g.step()
+        self.opt_f.step()
+        self.g.clamp_weights_()
+        self.loss_sums[0] += dual.detach()
+        self.loss_sums[1] += cycle.detach()
+        self.loss_count += 1
+
+    def _source_dual(self, x: torch.Tensor, tx: torch.Tensor) -> torch.Tensor:
+        """g(x): g is the exact potential here."""
+        return self.g(x)
+
+    def _target_dual(self, p: int, y: torch.Tensor) -> torch.Tensor:
+        """g*(y) at f's guess of the maximiser (a lower bound; exact when the cycle closes)."""
+        g, f = self.g.select([p]), self.f.select([p])
+        x_hat = f.gradient(y.unsqueeze(0))
+        return ((x_hat * y.unsqueeze(0)).sum(-1) - g(x_hat))[0]
 
 
 def _conjugate_objective(

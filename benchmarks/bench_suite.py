@@ -1,0 +1,180 @@
+"""Non-linear ground-truth suite: every model against the true W2 map, from 2 to 128 dimensions.
+
+Pairs from :mod:`perturbot.groundtruth` (a 3-component Gaussian mixture pushed
+forward by the gradient of a random convex potential, so every test cell's
+true image is known): 20,000 cells per side for training, 4,000 test cells,
+pair seed 0. Every model runs at its defaults (or a named preset) through
+``models.get(name)(seed=0, device="cpu").fit(source, target).transport(test)``.
+
+Columns: L2-UVP (%) = 100 E|T_hat(x) - T*(x)|^2 / Var(target), lower is
+better; the mean cosine between predicted and true displacement; seconds per
+fit (wall, 2 torch threads unless ``--threads``); iterations run; and the
+published L2-UVP of CellOT's algorithm (ICNN minimax, Makkuva et al., as
+reported on the standard benchmark of this construction) for comparison.
+
+``--criterion`` adds the model-selection table: across the checkpoints of one
+CellOT run (every ``eval_every`` iterations), the Spearman rank correlation
+between each validation score and the test L2-UVP.
+
+Usage: ``python benchmarks/bench_suite.py [--dims 2 4 8] [--rows cellot otfm] [--n 20000]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from perturbot import groundtruth, models  # noqa: E402
+
+DIMS = (2, 4, 8, 16, 32, 64, 128)
+#: Published L2-UVP (%) of the ICNN minimax solver (CellOT's algorithm) on the standard benchmark.
+PUBLISHED = {2: 0.1, 4: 0.3, 8: 0.9, 16: 2.2, 32: 4.2, 64: 3.2}
+#: Validation scores compared by ``--criterion``: the models' criteria and CellOT's dual W2 estimate.
+CRITERIA = {"mmd_fixed": "MMD, fixed bandwidths", "mmd_median": "MMD, median heuristic",
+            "w2": "empirical W2", "dual_w2": "dual W2 estimate"}
+#: Row name -> (registry name, constructor keywords).
+ROWS: dict[str, tuple[str, dict]] = {
+    "identity": ("identity", {}),
+    "gaussian_ot": ("gaussian_ot", {}),
+    "cellot (fast)": ("cellot", {"preset": "fast"}),
+    "cellot (accurate)": ("cellot", {"preset": "accurate"}),
+    "otfm": ("otfm", {}),
+    "w1ot": ("w1ot", {}),
+}
+
+
+def _load() -> str:
+    return "load average %.2f %.2f %.2f" % os.getloadavg()
+
+
+def iterations_run(model) -> str:
+    """Training iterations the fit ran (blank for models that do not train)."""
+    for attr in ("n_iter_",):
+        if hasattr(model, attr):
+            return str(int(getattr(model, attr)))
+    history = getattr(model, "history_", None)
+    if history is not None and len(history) and "iteration" in history:
+        return str(int(history["iteration"].max()))
+    return ""
+
+
+def score_row(name: str, pair: groundtruth.ConvexPair, seed: int = 0) -> dict:
+    registry, params = ROWS[name]
+    cls = models.get(registry)
+    kwargs = {"seed": seed, **params}
+    if "device" in cls().get_params():
+        kwargs["device"] = "cpu"
+    model = cls(**kwargs)
+    start = time.perf_counter()
+    model.fit(pair.source, pair.target)
+    seconds = time.perf_counter() - start
+    predicted = model.transport(pair.test)
+    return {"row": name, "d": pair.d, "l2_uvp": pair.l2_uvp(predicted), "cosine": pair.cosine(predicted),
+            "seconds": seconds, "iterations": iterations_run(model)}
+
+
+def suite(rows: list[str], dims: list[int], n: int, out=print) -> list[dict]:
+    out(f"# suite: {n} cells per side, 4,000 test cells, pair seed 0, model seed 0, "
+        f"{torch.get_num_threads()} torch threads, {_load()}\n")
+    header = "| D | model | L2-UVP % | cosine | s / fit | iterations | published (ICNN minimax) |"
+    out(header)
+    out("|---" * 7 + "|")
+    results = []
+    for d in dims:
+        pair = groundtruth.make_pair(d, n=n)
+        for name in rows:
+            r = score_row(name, pair)
+            results.append(r)
+            published = PUBLISHED.get(d)
+            out(f"| {d} | {name} | {r['l2_uvp']:.2f} | {r['cosine']:.3f} | {r['seconds']:.1f} | {r['iterations']} | "
+                f"{'' if published is None else published} |")
+    out(f"\n# {_load()}")
+    return results
+
+
+def _spearman(a: list[float], b: list[float]) -> float:
+    from scipy.stats import spearmanr
+
+    return float(spearmanr(a, b).statistic)
+
+
+def criterion_trace(d: int, n: int, iters: int = 3000, eval_every: int = 100, seed: int = 0) -> dict[str, list[float]]:
+    """One CellOT run (fast preset, patience off); at every validation the test L2-UVP of the current
+    map and each candidate validation score, on the run's own validation cells."""
+    from perturbot import training
+    from perturbot.models import cellot as cellot_module
+
+    pair = groundtruth.make_pair(d, n=n, n_test=2_000)
+    trace: dict[str, list[float]] = {"iteration": [], "l2_uvp": [], **{c: [] for c in CRITERIA}}
+    original = cellot_module._Trainer._evaluate
+    model = models.get("cellot")(preset="fast", n_iters=iters, eval_every=eval_every, patience=0, seed=seed,
+                                 device="cpu")
+
+    def evaluate(trainer):  # type: ignore[no-untyped-def]
+        result = original(trainer)
+        scale, shift = trainer._units()
+        with torch.no_grad():
+            to_data = (lambda z: z * scale + shift) if scale is not None else (lambda z: z)
+            mapped = to_data(trainer.g.gradient(trainer.src_val.unsqueeze(0))[0])
+            target = to_data(trainer.tgt_val[0])
+            test = torch.from_numpy(model._standardise(pair.test) if scale is not None else pair.test)
+            predicted = to_data(trainer.g.gradient(test.unsqueeze(0))[0]).numpy()
+        trace["iteration"].append(trainer.iteration)
+        trace["l2_uvp"].append(pair.l2_uvp(predicted))
+        for criterion in training.CRITERIA:
+            trace[criterion].append(training.SelectionScore(criterion, target)(mapped))
+        trace["dual_w2"].append(float(trainer.history.rows[-1]["val_w2"]))
+        return result
+
+    cellot_module._Trainer._evaluate = evaluate
+    try:
+        model.fit(pair.source, pair.target)
+    finally:
+        cellot_module._Trainer._evaluate = original
+    return trace
+
+
+def criterion_table(dims: list[int], n: int, iters: int, out=print) -> None:
+    """Spearman correlation, across one run's checkpoints, of each validation score with the test L2-UVP."""
+    out(f"# model selection: CellOT fast preset, patience off, {iters} iterations, a checkpoint every 100; "
+        f"{n} cells per side; {_load()}\n")
+    out("| D | L2-UVP first -> best -> last | " + " | ".join(
+        f"{name}: Spearman, L2-UVP of its pick" for name in CRITERIA.values()) + " |")
+    out("|---|---|" + "---|" * len(CRITERIA))
+    for d in dims:
+        t = criterion_trace(d, n, iters)
+        cells = [f"{_spearman(t[k], t['l2_uvp']):.2f}, {t['l2_uvp'][int(np.argmin(t[k]))]:.1f}" for k in CRITERIA]
+        out(f"| {d} | {t['l2_uvp'][0]:.1f} -> {min(t['l2_uvp']):.1f} -> {t['l2_uvp'][-1]:.1f} | " + " | ".join(cells) + " |")
+
+
+def main(quick: bool = False) -> None:
+    """``make bench`` entry: the suite (``--quick``: D = 2, 8, 32 with 5,000 cells)."""
+    torch.set_num_threads(2)
+    if quick:
+        suite(list(ROWS), [2, 8, 32], 5_000)
+    else:
+        suite(list(ROWS), list(DIMS), 20_000)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dims", type=int, nargs="+", default=list(DIMS))
+    parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
+    parser.add_argument("--n", type=int, default=20_000, help="training cells per side")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--criterion", action="store_true", help="the model-selection table instead of the suite")
+    parser.add_argument("--iters", type=int, default=3000, help="iterations of the --criterion run")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.criterion:
+        criterion_table(args.dims, args.n, args.iters)
+    else:
+        suite(args.rows, args.dims, args.n)
