@@ -76,13 +76,19 @@ PRESETS: dict[str, dict[str, Any]] = {
     "paper": dict(
         n_iters=100_000, n_inner_iters=10, batch_size=256, lr=1e-4, beta1=0.5, beta2=0.9,
         init="uniform", standardize=False, eval_every=250, patience=0,
-        criterion="mmd_fixed", lr_min=None, hidden_units=(64, 64, 64, 64),
+        criterion="mmd_fixed", lr_min=None, hidden_units=(64, 64, 64, 64), solver="minmax",
     ),
     # measured in benchmarks/bench_cellot.py, see docs/models/cellot.md
     "fast": dict(
         n_iters=5_000, n_inner_iters=2, batch_size=256, lr=1e-3, beta1=0.5, beta2=0.9,
         init="gaussian", standardize=True, eval_every=100, patience=10,
-        criterion="w2", lr_min=None, hidden_units=(64, 64, 64, 64),
+        criterion="w2", lr_min=None, hidden_units=(64, 64, 64, 64), solver="minmax",
+    ),
+    # measured in benchmarks/bench_suite.py on non-linear ground truth, see docs/models/cellot.md
+    "accurate": dict(
+        n_iters=20_000, n_inner_iters=1, batch_size=1024, lr=3e-3, beta1=0.5, beta2=0.9,
+        init="gaussian", standardize=True, eval_every=250, patience=0,
+        criterion="w2", lr_min=1e-5, hidden_units=(64, 64, 64, 64), solver="cycle",
     ),
 }
 INITS = ("uniform", "identity", "gaussian")
@@ -118,6 +124,7 @@ class Settings:
     #: cosine decay of both learning rates from ``lr`` to ``lr_min`` over ``n_iters`` (None: constant)
     lr_min: float | None = None
     hidden_units: tuple[int, ...] = (64, 64, 64, 64)
+    solver: str = "minmax"
 
 
 class CellOT(PerturbationModel):
@@ -150,7 +157,7 @@ class CellOT(PerturbationModel):
         criterion: str | None = None,
         lr_min: float | None = None,
         checkpoint_every: int = 1000,
-        solver: str = "minmax",
+        solver: str | None = None,
         conjugate_iters: int = 20,
         cycle_weight: float = 1.0,
         seed: int = 0,
@@ -207,7 +214,7 @@ class CellOT(PerturbationModel):
             self.scale_ = float(np.sqrt(source.var(0).mean())) or 1.0
             source = self._standardise(source)
             tgts = [self._standardise(t) for t in tgts]
-        trainer_cls = {"minmax": _Trainer, "amortized": _AmortizedTrainer, "cycle": _CycleTrainer}[self.solver]
+        trainer_cls = {"minmax": _Trainer, "amortized": _AmortizedTrainer, "cycle": _CycleTrainer}[hp.solver]
         trainer = trainer_cls(self, hp, source, tgts, names, self.device_)
         result = trainer.run(training.Checkpoint(checkpoint, every=self.checkpoint_every))
         self.n_features_in_ = source.shape[1]
@@ -244,8 +251,8 @@ class CellOT(PerturbationModel):
             raise ValueError(f"lr_min must be None or between 0 and lr ({hp.lr}), got {hp.lr_min!r}")
         if hp.init not in INITS:
             raise ValueError(f"init must be one of {INITS}, got {hp.init!r}")
-        if self.solver not in SOLVERS:
-            raise ValueError(f"solver must be one of {SOLVERS}, got {self.solver!r}")
+        if hp.solver not in SOLVERS:
+            raise ValueError(f"solver must be one of {SOLVERS}, got {hp.solver!r}")
         if not float(self.cycle_weight) > 0:
             raise ValueError(f"cycle_weight must be positive, got {self.cycle_weight!r}")
         if int(self.conjugate_iters) < 1:
@@ -305,7 +312,8 @@ class CellOT(PerturbationModel):
 
     def _amortized(self) -> bool:
         """g is the exact potential and f only predicts g's conjugate points (amortized, cycle)."""
-        return getattr(self, "solver", "minmax") in ("amortized", "cycle")
+        settings = getattr(self, "settings_", None)
+        return (settings.solver if settings is not None else self.settings().solver) in ("amortized", "cycle")
 
     def _conjugate(self, y: np.ndarray, index: int) -> tuple[np.ndarray, np.ndarray]:
         """``argmax_x <x, y> - g(x)`` and ``g*(y)`` in the data's units (float64), chunked.
@@ -372,6 +380,8 @@ class CellOT(PerturbationModel):
         super()._set_state(state)
         if settings is not None and "hidden_units" not in settings:  # saved before presets set the widths
             settings["hidden_units"] = self.hidden_units or PRESETS["paper"]["hidden_units"]
+        if settings is not None and "solver" not in settings:  # saved before presets set the solver
+            settings["solver"] = self.solver or "minmax"
         if settings is not None:
             settings["hidden_units"] = tuple(int(h) for h in settings["hidden_units"])
         self.settings_ = Settings(**settings) if settings is not None else self.settings()

@@ -48,8 +48,8 @@ class OTFlowMatching(PerturbationModel):
 
     def __init__(
         self,
-        n_iters: int = 500,
-        batch_size: int = 256,
+        n_iters: int = 4000,
+        batch_size: int = 512,
         lr: float = 1e-3,
         lr_min: float = 1e-5,
         weight_decay: float = 0.0,
@@ -61,7 +61,7 @@ class OTFlowMatching(PerturbationModel):
         perturbations_per_step: int | None = None,
         solver: str = "midpoint",
         n_steps: int = 10,
-        keep_best: bool = False,
+        keep_best: bool = True,
         criterion: str = "w2",
         standardize: bool = True,
         val_size: int = 500,
