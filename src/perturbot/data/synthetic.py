@@ -297,5 +297,7 @@ def make_synthetic(modality: str, **options) -> ad.AnnData:
     if modality == "features":
         return make_features(**options)
     if modality == "counts":
+        if "map_kind" in options:
+            raise ValueError("map_kind chooses the features generator's true responses; the counts generator has none")
         return make_counts(**options)
     raise ValueError(f"the synthetic generator writes features or counts data, not {modality!r}")
