@@ -234,7 +234,7 @@ def test_workflow_training_logs_progress_and_writes_the_history(tmp_path):
     shown = [int(line.split(" w1ot ")[1].split()[1].split("/")[0]) for line in lines]
     assert shown == [20, 40, 60, 80, 100, 120]  # one line per evaluation, both stages counted
     assert all("/120 (" in line and "it/s" in line and "left" in line and "best" in line for line in lines)
-    assert "val_w1" in lines[0] and "val_w2_empirical" in lines[-1]  # stage 2: the selection criterion
+    assert "val_w1" in lines[0] and "val_mmd" in lines[-1]  # stage 2: the selection criterion
     job = tmp_path / "results/toy_iid/models/all/w1ot/_joint"
     history = pd.read_csv(job / "history.csv")
     assert history["iteration"].drop_duplicates().tolist() == shown

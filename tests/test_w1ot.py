@@ -131,11 +131,11 @@ def test_bookshelf_map_preserves_order(bookshelf_model):
 
 def test_history_validation_and_cost(bookshelf_model):
     h = bookshelf_model.history_
-    assert {"iteration", "stage", "loss_potential", "val_w1", "val_w2_empirical"} <= set(h.columns)
+    assert {"iteration", "stage", "loss_potential", "val_w1", "val_mmd"} <= set(h.columns)
     assert set(h.stage) == {"potential", "step"} and h.iteration.is_monotonic_increasing
     # W1 between the strips is 2 (every book moves by 2)
     assert bookshelf_model.w1_validation_["target"] == pytest.approx(2.0, abs=0.1)
-    assert bookshelf_model.val_score_["target"] == pytest.approx(h.val_w2_empirical.min())
+    assert bookshelf_model.val_score_["target"] == pytest.approx(h.val_mmd.min())
     source, _ = make_2d("bookshelf", 200, seed=2)
     cost = bookshelf_model.transport_cost(source)
     eta = bookshelf_model.step_size(source)

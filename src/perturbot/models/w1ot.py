@@ -65,7 +65,7 @@ class W1OT(PerturbationModel):
         val_size: int = 500,
         eval_every: int = 250,
         patience: int | None = None,
-        criterion: str = "w2",
+        criterion: str = "mmd_fixed",
         checkpoint_every: int = 1000,
         seed: int = 0,
         device: str = "auto",
