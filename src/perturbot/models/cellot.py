@@ -22,12 +22,17 @@ P problems stay independent: each has its own potentials, batches, Adam state
 exactly; ``"fast"`` standardises the inputs with one scale (which keeps the W2
 map equivariant), starts both potentials at the closed-form Gaussian (Bures)
 map between the two populations and its inverse, trains with a larger
-learning rate and fewer g steps, and stops on validation patience (see
-docs/models/cellot.md for what each choice buys). A hyper-parameter given
-explicitly overrides the preset's value.
+learning rate and fewer g steps, and stops on validation patience;
+``"accurate"`` has the same start but trains with the ``"cycle"`` solver, a
+larger batch and a decaying learning rate for a fixed budget (see
+docs/models/cellot.md for what each choice buys). ``fast`` and ``accurate``
+keep the weights with the lowest empirical W2 on the validation cells,
+``paper`` those with the lowest MMD. A hyper-parameter given explicitly
+overrides the preset's value.
 
-``solver`` picks how the potentials are trained, under either preset:
-``"minmax"`` (the default) is the schedule above; ``"amortized"`` is Amos's
+``solver`` picks how the potentials are trained (``paper`` and ``fast``:
+``"minmax"``, ``accurate``: ``"cycle"``, see :class:`_CycleTrainer`):
+``"minmax"`` is the schedule above; ``"amortized"`` is Amos's
 amortised conjugate (ICLR 2023) as OTT-JAX's ``W2NeuralDual`` implements it
 with ``amortization_loss="regression"``. Mapped onto this module's names: g
 (``T = grad g``, source side) is the exact potential, a convex ICNN (its ``W``
