@@ -17,7 +17,8 @@ def test_gpu_check_runs_on_cpu_and_marks_cuda_absent(monkeypatch):
     results = module.main(quick=True, out=lines.append)
     assert [r["model"] for r in results] == list(module.MODELS)
     for result in results:
-        assert all(math.isfinite(t) and t > 0 for t in result["cpu_ms"]), result
+        # a difference of two short timings: finite, but its sign is not guaranteed on a loaded machine
+        assert all(math.isfinite(t) for t in result["cpu_ms"]), result
         assert all(math.isnan(t) for t in result["cuda_ms"])
     rows = [line for line in lines if line.startswith("| ") and not line.startswith("| model") and "---" not in line]
     assert len(rows) == len(module.MODELS)
