@@ -57,9 +57,8 @@ def _load() -> str:
 
 def iterations_run(model) -> str:
     """Training iterations the fit ran (blank for models that do not train)."""
-    for attr in ("n_iter_",):
-        if hasattr(model, attr):
-            return str(int(getattr(model, attr)))
+    if hasattr(model, "n_iter_"):
+        return str(int(model.n_iter_))
     history = getattr(model, "history_", None)
     if history is not None and len(history) and "iteration" in history:
         return str(int(history["iteration"].max()))

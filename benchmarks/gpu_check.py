@@ -49,9 +49,7 @@ def _params(name: str, batch: int, iters: int) -> dict:
         preset, _, solver = name.removeprefix("cellot_").partition("_")
         return dict(preset=preset, solver=solver or "minmax", n_iters=iters, batch_size=batch,
                     eval_every=10**9, patience=0, val_size=0)
-    if name == "otfm":
-        return dict(n_iters=iters, batch_size=batch, eval_every=10**9, val_size=0)
-    if name == "w1ot":
+    if name in ("otfm", "w1ot"):
         return dict(n_iters=iters, batch_size=batch, eval_every=10**9, val_size=0)
     if name == "cae":
         return dict(n_iters=iters, batch_size=batch, eval_every=10**9, val_cells=0)

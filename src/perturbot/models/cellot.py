@@ -124,7 +124,7 @@ class Settings:
     standardize: bool
     eval_every: int
     patience: int
-    #: weights kept by validation MMD with fixed (the paper's) or median-heuristic bandwidths
+    #: what the kept weights are selected by on the validation cells (``training.CRITERIA``)
     criterion: str = "mmd_fixed"
     #: cosine decay of both learning rates from ``lr`` to ``lr_min`` over ``n_iters`` (None: constant)
     lr_min: float | None = None
@@ -383,12 +383,10 @@ class CellOT(PerturbationModel):
         state = dict(state)
         settings = state.pop("settings_", None)
         super()._set_state(state)
-        if settings is not None and "hidden_units" not in settings:  # saved before presets set the widths
-            settings["hidden_units"] = self.hidden_units or PRESETS["paper"]["hidden_units"]
-        if settings is not None and "solver" not in settings:  # saved before presets set the solver
-            settings["solver"] = self.solver or "minmax"
-        if settings is not None:
-            settings["hidden_units"] = tuple(int(h) for h in settings["hidden_units"])
+        if settings is not None:  # models saved before presets set the widths and the solver lack them
+            widths = settings.get("hidden_units") or self.hidden_units or PRESETS["paper"]["hidden_units"]
+            settings["hidden_units"] = tuple(int(h) for h in widths)
+            settings.setdefault("solver", self.solver or "minmax")
         self.settings_ = Settings(**settings) if settings is not None else self.settings()
         if self.settings_.standardize:
             self.shift_ = np.asarray(self.shift_, dtype=np.float64)
