@@ -69,8 +69,11 @@ def _assert_same_weights(a: CellOT, b: CellOT) -> None:
 
 
 # ------------------------------------------------------------------ network
-def test_icnn_gradient_matches_autograd_and_models_are_independent():
-    net = StackedICNN(3, 5, hidden_units=(7, 6, 4), generator=torch.Generator().manual_seed(0)).double()
+@pytest.mark.parametrize("activation", ["leaky_relu", "softplus"])
+def test_icnn_gradient_matches_autograd_and_models_are_independent(activation):
+    net = StackedICNN(
+        3, 5, hidden_units=(7, 6, 4), generator=torch.Generator().manual_seed(0), activation=activation
+    ).double()
     with torch.no_grad():  # negative weights and biases exercise every branch of the gradient
         for w in net.W:
             w.sub_(0.05)
@@ -106,6 +109,19 @@ def test_icnn_init_and_penalty():
     assert float(net.negative_weight_share()[0]) == pytest.approx(2 / (3 * 64 * 64 + 64))
     with pytest.raises(ValueError, match="hidden_units"):
         StackedICNN(1, 4, hidden_units=())
+    with pytest.raises(ValueError, match="activation"):
+        StackedICNN(1, 4, activation="relu6")
+
+
+def test_softplus_icnn_is_convex_and_smooth():
+    """Non-negative W keep the softplus ICNN convex: its Hessian is positive semi-definite everywhere."""
+    net = StackedICNN(1, 3, hidden_units=(8, 8), generator=torch.Generator().manual_seed(0), activation="softplus")
+    net = net.double()
+    with torch.no_grad():
+        net.b.normal_(generator=torch.Generator().manual_seed(1))
+    for x in torch.randn(20, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(2)):
+        hessian = torch.autograd.functional.hessian(lambda z: net(z.view(1, 1, 3)).sum(), x)
+        assert float(torch.linalg.eigvalsh(hessian).min()) > -1e-10
 
 
 # ------------------------------------------------------- closed-form ground truth
@@ -262,7 +278,10 @@ def test_resume_equals_straight_through(tmp_path, monkeypatch):
     assert not ckpt.exists()  # deleted after successful training
 
 
-def test_checkpoint_of_another_run_is_refused(tmp_path, monkeypatch):
+def test_checkpoint_of_another_run_is_not_resumed(tmp_path, monkeypatch, caplog):
+    """A checkpoint of another seed is left alone: a warning names the seed, and the run starts afresh."""
+    import logging
+
     problem = Gaussians(4, n=500)
     ckpt = tmp_path / "cellot.pt"
 
@@ -276,8 +295,10 @@ def test_checkpoint_of_another_run_is_refused(tmp_path, monkeypatch):
     with pytest.raises(_Killed):
         _small_run(checkpoint_every=10).fit(problem.source, problem.target, checkpoint=ckpt)
     monkeypatch.undo()
-    with pytest.raises(ValueError, match="another training run"):
-        _small_run(checkpoint_every=10, seed=1).fit(problem.source, problem.target, checkpoint=ckpt)
+    with caplog.at_level(logging.WARNING, logger="perturbot.training"):
+        other = _small_run(checkpoint_every=10, seed=1).fit(problem.source, problem.target, checkpoint=ckpt)
+    assert "belongs to another run (seed: 0 -> 1)" in caplog.text
+    _assert_same_weights(other, _small_run(seed=1).fit(problem.source, problem.target))
 
 
 def test_patience_stops_early_and_keeps_best():
@@ -446,12 +467,11 @@ def test_fast_preset_gaussian_map_and_w2():
     np.testing.assert_allclose(grads, model.transport(x.astype(np.float32)), rtol=0.05, atol=0.05)
 
 
-def test_progress_lines_and_a_clean_stop_on_sigterm(tmp_path, caplog):
+def test_progress_lines_and_a_clean_stop_on_sigterm(tmp_path, caplog, monkeypatch):
     """CellOT logs one progress line per evaluation, and SIGTERM saves the checkpoint it then resumes from."""
     import logging
     import os
     import signal
-    import threading
 
     from perturbot.training import Checkpoint, TrainingInterrupted
 
@@ -466,16 +486,23 @@ def test_progress_lines_and_a_clean_stop_on_sigterm(tmp_path, caplog):
     assert "val_mmd" in lines[-1] and "best" in lines[-1]
 
     path = tmp_path / "ckpt.pt"
-    timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGTERM))
-    timer.start()
+    record = training.Progress.record
+
+    def sigterm_at_100(self, iteration, *args, **kwargs):  # a deterministic stop, as from the scheduler
+        improved = record(self, iteration, *args, **kwargs)
+        if iteration == 100:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return improved
+
+    monkeypatch.setattr(training.Progress, "record", sigterm_at_100)
     with pytest.raises(TrainingInterrupted) as stop:
-        CellOT(n_iters=10**7, **params).fit(source, target, checkpoint=str(path))
-    timer.cancel()
+        CellOT(n_iters=200, **params).fit(source, target, checkpoint=str(path))
+    monkeypatch.undo()
     assert stop.value.code == 128 + signal.SIGTERM
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # handlers restored
-    stopped = Checkpoint(path).load()["iteration"]
-    assert 0 < stopped < 10**7
-    resumed = CellOT(n_iters=stopped + 50, **params).fit(source, target, checkpoint=str(path))
-    evaluated = set(resumed.history_["iteration"])
-    assert set(range(50, stopped + 1, 50)) <= evaluated and max(evaluated) == stopped + 50  # history kept, run finished
+    assert Checkpoint(path).load()["iteration"] == 100
+    # the same run resumes from there (another n_iters would be another run, started afresh)
+    resumed = CellOT(n_iters=200, **params).fit(source, target, checkpoint=str(path))
+    assert "resuming from checkpoint" in caplog.text
+    assert list(resumed.history_["iteration"]) == [50, 100, 150, 200]  # history kept, run finished
     assert not path.exists()  # a finished run removes its checkpoint

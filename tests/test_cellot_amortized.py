@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 import torch
@@ -114,16 +116,17 @@ def test_fit_many_learns_each_perturbation():
     assert 100 * err / np.trace(0.25 * problem.S1) < 1.0, err  # L2-UVP (%)
 
 
-def test_resume_equals_straight_through(tmp_path, monkeypatch):
+def test_resume_equals_straight_through(tmp_path, monkeypatch, caplog):
     problem = Gaussians(4, n=500)
     straight = _small_run().fit(problem.source, problem.target)
     ckpt = tmp_path / "cellot.pt"
     killed_after_20(monkeypatch, _small_run(checkpoint_every=10), problem, ckpt)
-    assert torch.load(ckpt, weights_only=True)["meta"]["solver"] == "amortized"
+    assert torch.load(ckpt, weights_only=True)["fingerprint"]["params"]["solver"] == "amortized"
     resumed = _small_run(checkpoint_every=10).fit(problem.source, problem.target, checkpoint=ckpt)
     _assert_same_weights(straight, resumed)
     assert resumed.history_.equals(straight.history_)
-    # a min-max run does not resume an amortised checkpoint
+    # a min-max run does not resume an amortised checkpoint: it warns and starts afresh
     killed_after_20(monkeypatch, _small_run(checkpoint_every=10), problem, ckpt)
-    with pytest.raises(ValueError, match="another training run"):
+    with caplog.at_level(logging.WARNING, logger="perturbot.training"):
         _small_run(checkpoint_every=10, solver="minmax").fit(problem.source, problem.target, checkpoint=ckpt)
+    assert "solver: 'amortized' -> 'minmax'" in caplog.text

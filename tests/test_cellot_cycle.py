@@ -38,7 +38,7 @@ def test_cycle_resumes_to_the_same_weights(tmp_path, monkeypatch):
     straight = _small_run().fit(problem.source, problem.target)
     ckpt = tmp_path / "cellot.pt"
     killed_after_20(monkeypatch, _small_run(checkpoint_every=10), problem, ckpt)
-    assert torch.load(ckpt, weights_only=True)["meta"]["solver"] == "cycle"
+    assert torch.load(ckpt, weights_only=True)["fingerprint"]["params"]["solver"] == "cycle"
     resumed = _small_run(checkpoint_every=10).fit(problem.source, problem.target, checkpoint=ckpt)
     _assert_same_weights(straight, resumed)
     assert resumed.history_.equals(straight.history_)

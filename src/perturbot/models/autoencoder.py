@@ -142,7 +142,8 @@ class ReconstructionModel(PerturbationModel):
         val_x, val_l = xs[val_idx], ls[val_idx]
         sampler = BalancedSampler(train_l)
 
-        ckpt = Checkpoint(checkpoint, self.checkpoint_every)
+        ckpt = Checkpoint(checkpoint, self.checkpoint_every, model=self,
+                          data={"x": x, "labels": labels, "n_conditions": np.asarray(n_conditions)})
         start, best_state, n_running = 0, None, 0
         running = torch.zeros((), device=device)  # summed on device: no sync per step
         progress = Progress(self.name, self.n_iters, patience=self.patience, score_name="val_loss")

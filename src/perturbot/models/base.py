@@ -118,6 +118,11 @@ class PerturbationModel:
     def get_params(self) -> dict[str, Any]:
         return {n: getattr(self, n) for n in self._param_names()}
 
+    def resolved_params(self) -> dict[str, Any]:
+        """The hyper-parameters a fit uses (what a checkpoint's fingerprint records); models whose
+        ``None`` defers to a preset return the preset's value in its place."""
+        return self.get_params()
+
     def __repr__(self) -> str:
         defaults = self.default_params()
         changed = {k: v for k, v in self.get_params().items() if defaults.get(k) != v}

@@ -69,8 +69,9 @@ import numpy as np
 import torch
 
 from perturbot import training
+from perturbot.fingerprint import fit_arrays
 from perturbot.models.base import PerturbationModel, as_float_array
-from perturbot.nn.icnn import StackedICNN
+from perturbot.nn.icnn import ACTIVATIONS, StackedICNN
 
 #: Rows per forward pass at inference, to bound memory on large inputs.
 CHUNK = 16384
@@ -82,18 +83,21 @@ PRESETS: dict[str, dict[str, Any]] = {
         n_iters=100_000, n_inner_iters=10, batch_size=256, lr=1e-4, beta1=0.5, beta2=0.9,
         init="uniform", standardize=False, eval_every=250, patience=0,
         criterion="mmd_fixed", lr_min=None, hidden_units=(64, 64, 64, 64), solver="minmax",
+        activation="leaky_relu",
     ),
     # measured in benchmarks/bench_cellot.py, see docs/models/cellot.md
     "fast": dict(
         n_iters=5_000, n_inner_iters=2, batch_size=256, lr=1e-3, beta1=0.5, beta2=0.9,
         init="gaussian", standardize=True, eval_every=100, patience=10,
         criterion="w2", lr_min=None, hidden_units=(64, 64, 64, 64), solver="minmax",
+        activation="leaky_relu",
     ),
     # measured in benchmarks/bench_suite.py on non-linear ground truth, see docs/models/cellot.md
     "accurate": dict(
         n_iters=20_000, n_inner_iters=1, batch_size=1024, lr=3e-3, beta1=0.5, beta2=0.9,
         init="gaussian", standardize=True, eval_every=250, patience=0,
         criterion="w2", lr_min=1e-5, hidden_units=(64, 64, 64, 64), solver="cycle",
+        activation="leaky_relu",
     ),
 }
 INITS = ("uniform", "identity", "gaussian")
@@ -130,6 +134,8 @@ class Settings:
     lr_min: float | None = None
     hidden_units: tuple[int, ...] = (64, 64, 64, 64)
     solver: str = "minmax"
+    #: the ICNNs' hidden activation (``perturbot.nn.icnn.ACTIVATIONS``)
+    activation: str = "leaky_relu"
 
 
 class CellOT(PerturbationModel):
@@ -165,6 +171,7 @@ class CellOT(PerturbationModel):
         solver: str | None = None,
         conjugate_iters: int = 20,
         cycle_weight: float = 1.0,
+        activation: str | None = None,
         seed: int = 0,
         device: str = "auto",
     ) -> None:
@@ -190,6 +197,7 @@ class CellOT(PerturbationModel):
         self.solver = solver
         self.conjugate_iters = conjugate_iters
         self.cycle_weight = cycle_weight
+        self.activation = activation
         self.seed = seed
         self.device = device
 
@@ -213,6 +221,9 @@ class CellOT(PerturbationModel):
                 )
         self.device_ = training.resolve_device(self.device)
         self.settings_ = hp
+        # resumed only by the same run: these cells, these resolved settings (see perturbot.fingerprint)
+        ckpt = training.Checkpoint(checkpoint, every=self.checkpoint_every, model=self,
+                                   data=fit_arrays(source, dict(zip(names, tgts))))
         if hp.standardize:
             # one scale for every feature: a W2 map stays W2-optimal under x -> (x - m) / s
             self.shift_ = source.astype(np.float64).mean(0)
@@ -221,7 +232,7 @@ class CellOT(PerturbationModel):
             tgts = [self._standardise(t) for t in tgts]
         trainer_cls = {"minmax": _Trainer, "amortized": _AmortizedTrainer, "cycle": _CycleTrainer}[hp.solver]
         trainer = trainer_cls(self, hp, source, tgts, names, self.device_)
-        result = trainer.run(training.Checkpoint(checkpoint, every=self.checkpoint_every))
+        result = trainer.run(ckpt)
         self.n_features_in_ = source.shape[1]
         self.perturbations_ = names
         self.f_, self.g_ = result.f, result.g
@@ -238,6 +249,10 @@ class CellOT(PerturbationModel):
         values.update({k: getattr(self, k) for k in values if getattr(self, k) is not None})
         values["hidden_units"] = tuple(int(h) for h in values["hidden_units"])
         return Settings(**values)
+
+    def resolved_params(self) -> dict[str, Any]:
+        """Every hyper-parameter, with the preset's values in place of ``None``."""
+        return {**self.get_params(), **asdict(self.settings())}
 
     def _check_params(self) -> Settings:
         hp = self.settings()
@@ -258,6 +273,8 @@ class CellOT(PerturbationModel):
             raise ValueError(f"init must be one of {INITS}, got {hp.init!r}")
         if hp.solver not in SOLVERS:
             raise ValueError(f"solver must be one of {SOLVERS}, got {hp.solver!r}")
+        if hp.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {hp.activation!r}")
         if not float(self.cycle_weight) > 0:
             raise ValueError(f"cycle_weight must be positive, got {self.cycle_weight!r}")
         if int(self.conjugate_iters) < 1:
@@ -414,6 +431,7 @@ class CellOT(PerturbationModel):
             init_scale=self.init_scale,
             generator=generator,
             quadratic=self.settings_.init != "uniform",
+            activation=self.settings_.activation,
         )
 
 
@@ -507,15 +525,6 @@ class _Trainer:
         self.stalled = torch.zeros(self.P, dtype=torch.long)
         self.best_f = {k: v.detach().clone() for k, v in self.f.state_dict().items()}
         self.best_g = {k: v.detach().clone() for k, v in self.g.state_dict().items()}
-        self.meta = {
-            "perturbations": list(names),
-            "n_features": int(source.shape[1]),
-            "n_cells": [len(source)] + [len(t) for t in targets],
-            "hidden_units": [int(h) for h in hp.hidden_units],
-            "seed": seed,
-        }
-        if hp.init != "uniform" or hp.standardize:  # paper-style checkpoints keep their format
-            self.meta.update(init=hp.init, standardize=bool(hp.standardize))
 
     def _init_affine(self, source: np.ndarray, targets: list[np.ndarray]) -> None:
         """g starts at the identity or Gaussian map, f at its convex conjugate (the inverse map)."""
@@ -663,7 +672,6 @@ class _Trainer:
     # ----------------------------------------------------------- checkpoint
     def _state(self) -> dict[str, Any]:
         return {
-            "meta": self.meta,
             "iteration": self.iteration,
             "f": self.f.state_dict(),
             "g": self.g.state_dict(),
@@ -682,11 +690,6 @@ class _Trainer:
         }
 
     def _restore(self, state: dict[str, Any]) -> None:
-        if state["meta"] != self.meta:
-            raise ValueError(
-                "the checkpoint belongs to another training run (different data, perturbations, "
-                f"network or seed): {state['meta']} vs {self.meta}; delete it to start afresh"
-            )
         dev = self.device
         self.iteration = int(state["iteration"])
         self.f.load_state_dict(state["f"])
@@ -747,7 +750,6 @@ class _AmortizedTrainer(_Trainer):
     def __init__(self, model: CellOT, *args: Any, **kwargs: Any) -> None:
         super().__init__(model, *args, **kwargs)
         self.conjugate_iters = int(model.conjugate_iters)
-        self.meta.update(solver="amortized", conjugate_iters=self.conjugate_iters)
 
     def _iterate(self) -> None:
         x, y = self._source_batch(), self._target_batch()
@@ -809,7 +811,6 @@ class _CycleTrainer(_Trainer):
     def __init__(self, model: CellOT, *args: Any, **kwargs: Any) -> None:
         super().__init__(model, *args, **kwargs)
         self.cycle_weight = float(model.cycle_weight)
-        self.meta.update(solver="cycle", cycle_weight=self.cycle_weight)
 
     def _iterate(self) -> None:
         x, y = self._source_batch(), self._target_batch()

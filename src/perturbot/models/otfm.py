@@ -24,6 +24,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 
 from perturbot import training
+from perturbot.fingerprint import fit_arrays
 from perturbot.models.base import PerturbationModel, fit_inputs
 from perturbot.nn.velocity import VelocityField
 
@@ -135,7 +136,8 @@ class OTFlowMatching(PerturbationModel):
         )
         net = self._build(src.shape[1], len(names))
         start, start_cpu = time.perf_counter(), time.process_time()
-        val_score = self._train(net, data, names, training.Checkpoint(checkpoint, self.checkpoint_every))
+        ckpt = training.Checkpoint(checkpoint, self.checkpoint_every, model=self, data=fit_arrays(src, tgts))
+        val_score = self._train(net, data, names, ckpt)
         self.fit_seconds_ = {"train": time.perf_counter() - start, "train_cpu": time.process_time() - start_cpu}
         self.n_features_in_ = src.shape[1]
         self.perturbations_ = names

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from perturbot import training
+from perturbot.fingerprint import fit_arrays
 from perturbot.models.base import PerturbationModel, fit_inputs
 from perturbot.nn.lipschitz import ORTHOGONALIZATIONS, LipschitzPotential
 from perturbot.nn.mlp import mlp
@@ -131,7 +132,7 @@ class W1OT(PerturbationModel):
         phi, eta, disc = self._build(src.shape[1], len(names))
         data = _Data.make(src, [tgts[k] for k in names], self.val_size, self.seed, self.device_)
 
-        ckpt = training.Checkpoint(checkpoint, self.checkpoint_every)
+        ckpt = training.Checkpoint(checkpoint, self.checkpoint_every, model=self, data=fit_arrays(src, tgts))
         state = ckpt.load()
         gen = training.make_generator(self.seed, self.device_)
         history = training.History()
