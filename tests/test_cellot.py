@@ -69,8 +69,11 @@ def _assert_same_weights(a: CellOT, b: CellOT) -> None:
 
 
 # ------------------------------------------------------------------ network
-def test_icnn_gradient_matches_autograd_and_models_are_independent():
-    net = StackedICNN(3, 5, hidden_units=(7, 6, 4), generator=torch.Generator().manual_seed(0)).double()
+@pytest.mark.parametrize("activation", ["leaky_relu", "softplus"])
+def test_icnn_gradient_matches_autograd_and_models_are_independent(activation):
+    net = StackedICNN(
+        3, 5, hidden_units=(7, 6, 4), generator=torch.Generator().manual_seed(0), activation=activation
+    ).double()
     with torch.no_grad():  # negative weights and biases exercise every branch of the gradient
         for w in net.W:
             w.sub_(0.05)
@@ -106,6 +109,19 @@ def test_icnn_init_and_penalty():
     assert float(net.negative_weight_share()[0]) == pytest.approx(2 / (3 * 64 * 64 + 64))
     with pytest.raises(ValueError, match="hidden_units"):
         StackedICNN(1, 4, hidden_units=())
+    with pytest.raises(ValueError, match="activation"):
+        StackedICNN(1, 4, activation="relu6")
+
+
+def test_softplus_icnn_is_convex_and_smooth():
+    """Non-negative W keep the softplus ICNN convex: its Hessian is positive semi-definite everywhere."""
+    net = StackedICNN(1, 3, hidden_units=(8, 8), generator=torch.Generator().manual_seed(0), activation="softplus")
+    net = net.double()
+    with torch.no_grad():
+        net.b.normal_(generator=torch.Generator().manual_seed(1))
+    for x in torch.randn(20, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(2)):
+        hessian = torch.autograd.functional.hessian(lambda z: net(z.view(1, 1, 3)).sum(), x)
+        assert float(torch.linalg.eigvalsh(hessian).min()) > -1e-10
 
 
 # ------------------------------------------------------- closed-form ground truth

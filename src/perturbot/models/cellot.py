@@ -71,7 +71,7 @@ import torch
 from perturbot import training
 from perturbot.fingerprint import fit_arrays
 from perturbot.models.base import PerturbationModel, as_float_array
-from perturbot.nn.icnn import StackedICNN
+from perturbot.nn.icnn import ACTIVATIONS, StackedICNN
 
 #: Rows per forward pass at inference, to bound memory on large inputs.
 CHUNK = 16384
@@ -83,18 +83,21 @@ PRESETS: dict[str, dict[str, Any]] = {
         n_iters=100_000, n_inner_iters=10, batch_size=256, lr=1e-4, beta1=0.5, beta2=0.9,
         init="uniform", standardize=False, eval_every=250, patience=0,
         criterion="mmd_fixed", lr_min=None, hidden_units=(64, 64, 64, 64), solver="minmax",
+        activation="leaky_relu",
     ),
     # measured in benchmarks/bench_cellot.py, see docs/models/cellot.md
     "fast": dict(
         n_iters=5_000, n_inner_iters=2, batch_size=256, lr=1e-3, beta1=0.5, beta2=0.9,
         init="gaussian", standardize=True, eval_every=100, patience=10,
         criterion="w2", lr_min=None, hidden_units=(64, 64, 64, 64), solver="minmax",
+        activation="leaky_relu",
     ),
     # measured in benchmarks/bench_suite.py on non-linear ground truth, see docs/models/cellot.md
     "accurate": dict(
         n_iters=20_000, n_inner_iters=1, batch_size=1024, lr=3e-3, beta1=0.5, beta2=0.9,
         init="gaussian", standardize=True, eval_every=250, patience=0,
         criterion="w2", lr_min=1e-5, hidden_units=(64, 64, 64, 64), solver="cycle",
+        activation="leaky_relu",
     ),
 }
 INITS = ("uniform", "identity", "gaussian")
@@ -131,6 +134,8 @@ class Settings:
     lr_min: float | None = None
     hidden_units: tuple[int, ...] = (64, 64, 64, 64)
     solver: str = "minmax"
+    #: the ICNNs' hidden activation (``perturbot.nn.icnn.ACTIVATIONS``)
+    activation: str = "leaky_relu"
 
 
 class CellOT(PerturbationModel):
@@ -166,6 +171,7 @@ class CellOT(PerturbationModel):
         solver: str | None = None,
         conjugate_iters: int = 20,
         cycle_weight: float = 1.0,
+        activation: str | None = None,
         seed: int = 0,
         device: str = "auto",
     ) -> None:
@@ -191,6 +197,7 @@ class CellOT(PerturbationModel):
         self.solver = solver
         self.conjugate_iters = conjugate_iters
         self.cycle_weight = cycle_weight
+        self.activation = activation
         self.seed = seed
         self.device = device
 
@@ -266,6 +273,8 @@ class CellOT(PerturbationModel):
             raise ValueError(f"init must be one of {INITS}, got {hp.init!r}")
         if hp.solver not in SOLVERS:
             raise ValueError(f"solver must be one of {SOLVERS}, got {hp.solver!r}")
+        if hp.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {hp.activation!r}")
         if not float(self.cycle_weight) > 0:
             raise ValueError(f"cycle_weight must be positive, got {self.cycle_weight!r}")
         if int(self.conjugate_iters) < 1:
@@ -422,6 +431,7 @@ class CellOT(PerturbationModel):
             init_scale=self.init_scale,
             generator=generator,
             quadratic=self.settings_.init != "uniform",
+            activation=self.settings_.activation,
         )
 
 

@@ -9,7 +9,11 @@ CellOT's potentials (Makkuva et al. 2020; Bunne et al. 2023): for hidden widths
 
 with LeakyReLU slope 0.2. The network is convex in ``x`` whenever every ``W_l``
 is non-negative (leaky ReLU is convex and non-decreasing, the square of a
-leaky ReLU is convex). ``W_l`` have no bias, ``A_l`` have one; all weights
+leaky ReLU is convex). ``activation="softplus"`` replaces the leaky ReLU of
+layers 1..L-1 by ``softplus(s) + slope * s`` (convex, increasing, smooth):
+the map ``grad g`` of a leaky-ReLU ICNN is piecewise affine, so a smooth map
+needs many pieces, while a softplus ICNN's map is smooth (the activation of
+Amos's and Korotin et al.'s W2 solvers; ``docs/models/cellot.md`` measures it). ``W_l`` have no bias, ``A_l`` have one; all weights
 start uniform on (0, ``init_scale``) and the biases at zero.
 
 With ``quadratic=True`` the potential gains a convex quadratic term
@@ -40,6 +44,9 @@ from torch import nn
 from torch.nn import functional as F
 
 
+ACTIVATIONS = ("leaky_relu", "softplus")
+
+
 class StackedICNN(nn.Module):
     """``n_models`` independent ICNNs on ``in_features`` inputs, evaluated together."""
 
@@ -52,8 +59,12 @@ class StackedICNN(nn.Module):
         init_scale: float = 0.1,
         generator: torch.Generator | None = None,
         quadratic: bool = False,
+        activation: str = "leaky_relu",
     ) -> None:
         super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+        self.activation = activation
         hidden = [int(h) for h in hidden_units]
         if not hidden or min(hidden) < 1:
             raise ValueError(f"hidden_units must be a non-empty list of positive widths, got {hidden_units!r}")
@@ -92,12 +103,23 @@ class StackedICNN(nn.Module):
         pre = [s]
         for W, skip in zip(self.W[:-1], skips[1:-1]):
             s = torch.baddbmm(skip, z, W.transpose(1, 2))
-            z = F.leaky_relu(s, self.negative_slope)
+            z = self._activate(s)
             pre.append(s)
         out = torch.baddbmm(skips[-1], z, self.W[-1].transpose(1, 2)).squeeze(-1)
         if self.quadratic:
             out = out + 0.5 * torch.bmm(x, self.L.transpose(1, 2)).square().sum(-1)
         return out, pre, a0
+
+    def _activate(self, s: torch.Tensor) -> torch.Tensor:
+        if self.activation == "softplus":
+            return F.softplus(s) + self.negative_slope * s
+        return F.leaky_relu(s, self.negative_slope)
+
+    def _activate_backward(self, grad: torch.Tensor, pre: torch.Tensor) -> torch.Tensor:
+        """``grad * activation'(pre)``, differentiable in both (softplus' curvature reaches the weights)."""
+        if self.activation == "softplus":
+            return grad * (torch.sigmoid(pre) + self.negative_slope)
+        return _leaky_relu_backward(grad, pre, self.negative_slope)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Potential values, shape (P, n)."""
@@ -112,7 +134,7 @@ class StackedICNN(nn.Module):
         dz = W[-1].expand(-1, n, -1)
         deltas = []
         for layer in range(len(pre) - 1, 0, -1):
-            ds = _leaky_relu_backward(dz, pre[layer], self.negative_slope)
+            ds = self._activate_backward(dz, pre[layer])
             deltas.append(ds)
             dz = torch.bmm(ds, W[layer - 1])
         deltas.append(_leaky_relu_backward(2.0 * dz * a0, pre[0], self.negative_slope))
@@ -138,6 +160,7 @@ class StackedICNN(nn.Module):
             self.negative_slope,
             generator=torch.Generator(),
             quadratic=self.quadratic,
+            activation=self.activation,
         ).to(device=self.A.device, dtype=self.A.dtype)
         idx = torch.as_tensor(list(indices), dtype=torch.long, device=self.A.device)
         sub.load_state_dict({k: v.index_select(0, idx) for k, v in self.state_dict().items()})
