@@ -149,3 +149,49 @@ def test_a_named_preset_keeps_its_patience_over_the_top_level_default():
     config = small_features_config(models=["cellot"], model_params={"cellot": {"preset": "paper"}})
     config["patience"] = 4
     assert "patience" not in model_specs(validated(config), "toy_iid")[0].params
+
+
+@pytest.mark.parametrize(
+    "holdouts, companion, message",
+    [
+        (["a b", "a_b"], False, "holdout 'a b' and holdout 'a_b' both become the file name 'a_b'"),
+        (["CD14+ Mono", "CD14 Mono"], False, "holdout 'CD14\\+ Mono' and holdout 'CD14 Mono' both become the file name 'CD14_Mono'"),
+        (["A", "a"], False, "holdout 'A' and holdout 'a' become the file names 'A' and 'a', one file on case-insensitive file systems"),
+        (["..", "A"], False, "name '..' has no letter, digit or '-' usable in a file name"),
+        (["A", "A"], False, "holdout 'A' is listed twice"),
+        # holdout "iid-A" and the i.i.d. companion of "A" would share results/<exp>/data/iid-A.h5ad
+        (["A", "iid-A"], True, "holdout 'iid-A' and the i.i.d. companion of holdout 'A' both become the file name 'iid-A'"),
+    ],
+)
+def test_holdouts_that_would_share_a_file_are_config_errors(holdouts, companion, message):
+    config = small_features_config()
+    config["experiments"]["toy_iid"].update(setting="oos", holdout_key="patient", holdouts=holdouts, iid_companion=companion)
+    validate(config, schema=SCHEMA)
+    with pytest.raises(ConfigError, match=r"experiments\.toy_iid\.holdouts: " + message):
+        check_config(config)
+
+
+def test_distinct_holdouts_and_their_companions_keep_their_files():
+    from perturbot.config import holdout_runs
+
+    config = small_features_config()
+    config["experiments"]["toy_iid"].update(setting="oos", holdout_key="patient", holdouts=["CD14+ Mono", "B"],
+                                            iid_companion=True)
+    runs = holdout_runs(validated(config), "toy_iid")
+    assert [(r.slug, r.holdout, r.companion) for r in runs] == [
+        ("CD14_Mono", "CD14+ Mono", False), ("B", "B", False), ("iid-CD14_Mono", "CD14+ Mono", True), ("iid-B", "B", True)
+    ]
+
+
+def test_holdouts_from_a_list_file_that_would_share_a_file_are_a_data_error(tmp_path):
+    from perturbot.data.catalog import apply_holdouts_files
+    from perturbot.data.io import DataError
+
+    listed = tmp_path / "sample_ids.txt"
+    listed.write_text("101\n101\n")
+    config = {
+        "datasets": {"lupus": {"source": "cells.h5ad", "holdouts_file": str(listed)}},
+        "experiments": {"oos": {"dataset": "lupus", "setting": "oos", "holdouts": ["101"]}},
+    }
+    with pytest.raises(DataError, match=r"sample_ids\.txt \(the holdouts of experiments\.oos\): holdout '101' is listed twice"):
+        apply_holdouts_files(config)

@@ -5,11 +5,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from perturbot.data.io import DataError, derive_columns, load_dataset
+from perturbot.data.io import DataError, DuplicateNamesWarning, derive_columns, load_dataset
 from perturbot.data.synthetic import ConvexGradientMap, make_counts, make_features
 from perturbot.markers import markers_of
 from perturbot.preprocessing import prepare, training_hvgs
-from perturbot.slugs import slug_map, slugify
+from perturbot.slugs import SlugError, slug_map, slugify
 from perturbot.splits import assign_splits
 
 
@@ -186,8 +186,66 @@ def test_prepare_counts_records_recipe_and_markers():
 def test_slugs():
     assert slugify("Dasatinib + Trametinib") == "Dasatinib_Trametinib"
     assert slugify("a/b c") == "a_b_c"
-    with pytest.raises(ValueError, match="same file name"):
+    assert slug_map(["b c", "a", "..x"]) == {"b_c": "b c", "a": "a", "..x": "..x"}  # order kept
+    with pytest.raises(SlugError, match="'a b' and name 'a\\+b' both become the file name 'a_b'"):
         slug_map(["a b", "a+b"])
+
+
+@pytest.mark.parametrize(
+    "names, message",
+    [
+        (["a b", "a_b"], "holdout 'a b' and holdout 'a_b' both become the file name 'a_b'"),
+        (["CD14+ Mono", "CD14 Mono"], "holdout 'CD14\\+ Mono' and holdout 'CD14 Mono' both become the file name 'CD14_Mono'"),
+        (["B cells", "b_cells"], "file names 'B_cells' and 'b_cells', one file on case-insensitive file systems"),
+        (["A", "B", "A"], "holdout 'A' is listed twice"),
+        (["A", ".."], "name '..' has no letter, digit or '-' usable in a file name \\(it would become '..'\\)"),
+        (["."], "name '.' has no letter"),
+        (["+/"], "name '\\+/' has no letter"),
+    ],
+)
+def test_names_that_would_share_a_file_or_name_none_are_refused(names, message):
+    with pytest.raises(SlugError, match=message):
+        slug_map(names, "holdout")
+
+
+def test_perturbations_that_share_a_file_name_are_a_data_error(tmp_path):
+    adata = make_features(cells=30, perturbations=2, features=4)
+    adata.obs["drug"] = adata.obs["drug"].astype(str).replace({"trametinib": "CD14+ Mono", "dasatinib": "CD14 Mono"})
+    path = tmp_path / "clash.h5ad"
+    adata.write_h5ad(path)
+    with pytest.raises(DataError, match=r"dataset 'clash', perturbations in obs\['drug'\]: perturbation 'CD14 Mono' "
+                                        r"and perturbation 'CD14\+ Mono' both become the file name 'CD14_Mono'"):
+        load_dataset(spec(source=str(path)), name="clash")
+    with pytest.raises(DataError, match="perturbation 'CD14 Mono' is listed twice"):
+        load_dataset(spec(source=str(path), perturbations=["CD14 Mono", "CD14 Mono"]), name="clash")
+    # one of them alone is fine
+    kept, perturbations = load_dataset(spec(source=str(path), perturbations=["CD14 Mono"]), name="clash")
+    assert perturbations == ["CD14 Mono"] and kept.n_obs == 60
+
+
+def test_repeated_cell_and_gene_names_are_made_unique_with_a_warning(tmp_path):
+    adata = make_counts(cells=40, perturbations=1, features=30, seed=0)
+    obs_names, var_names = list(adata.obs_names), list(adata.var_names)
+    obs_names[5] = obs_names[4]
+    var_names[1] = var_names[2] = var_names[0]
+    adata.obs_names, adata.var_names = obs_names, var_names
+    path = tmp_path / "repeats.h5ad"
+    adata.write_h5ad(path)
+    counts = spec(source=str(path), modality="counts", condition_key="condition")
+    with pytest.warns(DuplicateNamesWarning) as caught:
+        loaded, _ = load_dataset(counts, name="repeats")
+    messages = [str(w.message) for w in caught]
+    assert any(f"1 cell name(s) occur more than once, e.g. {obs_names[4]!r}" in m for m in messages)
+    assert any(f"1 gene/feature name(s) occur more than once, e.g. {var_names[0]!r}" in m for m in messages)
+    assert loaded.obs_names.is_unique and loaded.var_names.is_unique
+    # the first keeps its name, the repeats get -1, -2 in order; the values stay with their columns
+    assert list(loaded.var_names[:3]) == [var_names[0], f"{var_names[0]}-1", f"{var_names[0]}-2"]
+    assert list(loaded.obs_names[4:6]) == [obs_names[4], f"{obs_names[4]}-1"]
+    np.testing.assert_array_equal(loaded.X[:, :3].toarray(), adata.X[:, :3].toarray())
+    # and the genes can be selected by name: preparation (HVGs, markers) runs through
+    prepared = prepare(loaded, perturbations=["trametinib"], condition_key="condition", control="control",
+                       modality="counts", n_hvg=20, n_markers=5, min_cells=5)
+    assert prepared.var_names.is_unique and prepared.n_vars == 20
 
 
 def test_iid_companion_trains_on_half_the_holdout_and_keeps_the_target():

@@ -154,6 +154,10 @@ def test_mean_cost_by_state_and_its_side_bars():
     assert summary.loc["y", "cv"] == 0
     with pytest.raises(ValueError, match="different cells"):
         mean_cost_by_state(costs.assign(cell=["q"] * 6), states)
+    # a repeated cell name would be counted once per repeat by the merge: refused
+    repeated = pd.Series(["S0", "S0", "S1"], index=["a", "a", "c"], name="state")
+    with pytest.raises(ValueError, match="cell states name 1 cell\\(s\\) more than once, e.g. 'a'"):
+        mean_cost_by_state(costs, repeated)
 
 
 def test_marginal_features_markers_for_scrna_else_the_most_changed():

@@ -38,6 +38,12 @@ def mean_cost_by_state(costs: pd.DataFrame, states: pd.Series) -> pd.DataFrame:
     ``costs``: one row per (cell, perturbation) with the cell's obs name as
     ``cell``, ``perturbation`` and ``transport_cost``.
     """
+    if not states.index.is_unique:  # the merge would count a repeated cell once per repeat
+        repeated = states.index[states.index.duplicated()].unique()
+        raise ValueError(
+            f"cell states name {len(repeated)} cell(s) more than once, e.g. {', '.join(map(repr, repeated[:5]))}: "
+            f"cell names must be unique (the data are loaded with unique names: perturbot.data.io.make_names_unique)"
+        )
     joined = costs.merge(states.rename("state"), left_on="cell", right_index=True, how="inner")
     if joined.empty:
         raise ValueError("no predicted cell has a cell state: the predictions and the cell states come from different cells")

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from perturbot import models as model_registry
+from perturbot.errors import ClearError
 
 SETTINGS = ("iid", "oos", "ood")
 IID_HOLDOUT = "all"
@@ -22,8 +23,10 @@ IID_HOLDOUT = "all"
 WORKFLOW_PARAMS = {"seed", "device"}
 
 
-class ConfigError(ValueError):
+class ConfigError(ClearError, ValueError):
     """A configuration problem, reported before any job runs."""
+
+    kind = "Configuration error"
 
 
 @dataclass(frozen=True)
@@ -96,13 +99,20 @@ COMPANION_PREFIX = "iid-"
 
 
 def holdout_runs(config: dict, experiment: str) -> list[HoldoutRun]:
-    """Every holdout of an experiment, followed by their i.i.d. companions when asked for."""
-    from perturbot.slugs import slugify
+    """Every holdout of an experiment, followed by their i.i.d. companions when asked for.
+
+    Raises :class:`perturbot.slugs.SlugError` where two of them would share a file
+    (``"a b"`` and ``"a_b"``; holdout ``"iid-A"`` and the companion of ``"A"``).
+    """
+    from perturbot.slugs import check_distinct, slug_map
 
     exp = config["experiments"][experiment]
-    runs = [HoldoutRun(slugify(h), h) for h in holdouts(config, experiment)]
+    runs = [HoldoutRun(slug, h) for slug, h in slug_map(holdouts(config, experiment), "holdout").items()]
     if exp.get("iid_companion") and exp.get("setting", "iid") != "iid":
         runs += [HoldoutRun(COMPANION_PREFIX + r.slug, r.holdout, companion=True) for r in list(runs)]
+        check_distinct(
+            (r.slug, f"{'the i.i.d. companion of ' if r.companion else ''}holdout {r.holdout!r}") for r in runs
+        )
     return runs
 
 
@@ -226,6 +236,7 @@ def check_config(config: dict) -> None:
                 raise ConfigError(f"{where}: setting {setting} needs holdout_key (the obs column to hold out)")
             if not exp.get("holdouts"):
                 raise ConfigError(f"{where}: setting {setting} needs at least one value in holdouts")
+            _check_holdout_names(config, exp_name)
         for model, params in exp.get("model_params", {}).items():
             _check_params(model, params, f"{where}.model_params")
         _check_params("autoencoder", exp.get("autoencoder", {}), f"{where}.autoencoder")
@@ -238,6 +249,16 @@ def check_config(config: dict) -> None:
             labels.add(entry["name"])
             if model_registry.get(model).default_space == "latent_only" and entry.get("space") == "data":
                 raise ConfigError(f"{where}.models.{entry['name']}: {model} only works in the latent space")
+
+
+def _check_holdout_names(config: dict, experiment: str) -> None:
+    """Holdouts become file names: none may be unusable or share one with another (:func:`holdout_runs`)."""
+    from perturbot.slugs import SlugError
+
+    try:
+        holdout_runs(config, experiment)
+    except SlugError as err:
+        raise ConfigError(f"experiments.{experiment}.holdouts: {err}") from None
 
 
 def _check_params(model: str, params: dict, where: str) -> None:

@@ -89,7 +89,7 @@ def apply_holdouts_files(config: dict, downloads: str | Path = "resources/downlo
     that prepares the data checks that they agree with the file and, if not, asks
     for a second run, which then plans one run per value of the file.
     """
-    for exp in (config.get("experiments") or {}).values():
+    for exp_name, exp in (config.get("experiments") or {}).items():
         dataset = (config.get("datasets") or {}).get(exp.get("dataset"), {})
         if not dataset.get("holdouts_file") or exp.get("setting", "iid") == "iid":
             continue
@@ -100,3 +100,15 @@ def apply_holdouts_files(config: dict, downloads: str | Path = "resources/downlo
             listed = dataset["holdouts_file"]
         if listed and Path(listed).exists():
             exp["holdouts"] = read_list(listed)
+            _check_holdout_names(config, exp_name, listed)
+
+
+def _check_holdout_names(config: dict, experiment: str, listed: str | Path) -> None:
+    """The holdouts of a list become file names: none may be unusable or share one with another."""
+    from perturbot.config import holdout_runs
+    from perturbot.slugs import SlugError
+
+    try:
+        holdout_runs(config, experiment)
+    except SlugError as err:
+        raise DataError(f"{listed} (the holdouts of experiments.{experiment}): {err}") from None

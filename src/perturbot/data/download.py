@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 class DownloadError(DataError):
     """A dataset file could not be downloaded, verified or extracted."""
 
+    kind = "Download error"
+
 
 class MissingMemberError(DownloadError):
     """None of a dataset's candidate members is in the archive."""

@@ -12,10 +12,18 @@ import pandas as pd
 from scipy import sparse
 
 from perturbot.data.synthetic import make_synthetic
+from perturbot.errors import ClearError
+from perturbot.slugs import SlugError, slug_map
 
 
-class DataError(ValueError):
+class DataError(ClearError, ValueError):
     """The data do not match what the config says about them."""
+
+    kind = "Data error"
+
+
+class DuplicateNamesWarning(UserWarning):
+    """Cell or gene names that occur more than once were made unique."""
 
 
 def read_source(spec: dict, *, name: str = "dataset", base_dir: str | Path = ".") -> ad.AnnData:
@@ -97,6 +105,31 @@ def restrict(adata: ad.AnnData, spec: dict, name: str = "dataset") -> ad.AnnData
     return adata
 
 
+def make_names_unique(adata: ad.AnnData, name: str = "dataset") -> None:
+    """Make repeated cell and gene names unique in place, with a warning, as scanpy's readers do.
+
+    Cells are matched by name across files (cell states, predictions) and genes are
+    selected by name (features_file, highly variable genes, markers), so a repeated
+    name would mix two cells or fail in pandas. The first occurrence keeps its name,
+    later ones get ``-1``, ``-2``, ... (``AnnData.obs_names_make_unique``).
+    """
+    for axis, what in (("obs", "cell"), ("var", "gene/feature")):
+        names = getattr(adata, f"{axis}_names")
+        if names.is_unique:
+            continue
+        repeated = pd.unique(names[names.duplicated()])
+        warnings.warn(
+            f"dataset {name!r}: {len(repeated)} {what} name(s) occur more than once, e.g. "
+            f"{', '.join(map(repr, repeated[:5]))}; made unique by appending -1, -2, ... to the repeats "
+            f"(the first keeps its name, as AnnData.{axis}_names_make_unique does)",
+            DuplicateNamesWarning,
+            stacklevel=2,
+        )
+        with warnings.catch_warnings():  # anndata's own warning about the suffixes says nothing more
+            warnings.simplefilter("ignore", UserWarning)
+            getattr(adata, f"{axis}_names_make_unique")()
+
+
 def derive_columns(adata: ad.AnnData, derive: dict[str, dict], name: str = "dataset") -> None:
     """Add obs columns computed by a regex with one group from another column (in place)."""
     for column, rule in derive.items():
@@ -172,6 +205,10 @@ def check_dataset(adata: ad.AnnData, spec: dict, name: str = "dataset") -> list[
         perturbations = list(wanted)
     if not perturbations:
         raise DataError(f"dataset {name!r}: no perturbed cells (only {control!r} in obs[{key!r}])")
+    try:  # each perturbation's models, predictions and metrics are files named by its slug
+        slug_map(perturbations, "perturbation")
+    except SlugError as err:
+        raise DataError(f"dataset {name!r}, perturbations in obs[{key!r}]: {err}") from None
     x = adata.X.data if sparse.issparse(adata.X) else np.asarray(adata.X)
     if not np.isfinite(x).all():
         raise DataError(f"dataset {name!r}: the expression matrix contains NaN or infinite values")
@@ -232,6 +269,7 @@ def load_dataset(spec: dict, name: str = "dataset", base_dir: str | Path = ".") 
         spec = {**spec, **fetch_dataset(spec, name=name)}
         spec["source"] = spec.pop("path")
     raw = read_source(spec, name=name, base_dir=base_dir)
+    make_names_unique(raw, name)
     derive_columns(raw, spec.get("derive_obs", {}), name)
     raw = restrict(raw, spec, name)
     adata = select_matrix(raw, spec.get("layer"), name)
