@@ -86,3 +86,62 @@ def test_reference_cell_models_are_known_by_their_tag_not_their_name(monkeypatch
     assert "gt_rmse" not in set(scored["bound"]["metric"])  # no per-cell correspondence: no truth to compare with
     gt = scored["identity"].set_index("metric")["value"]["gt_rmse"]
     assert gt == pytest.approx(np.sqrt(6.0))
+
+
+def held_out(n_control: int, n_perturbed: int, companion: bool = False) -> ad.AnnData:
+    """Patient p1 held out (o.o.s.) with ``n_control`` control and ``n_perturbed`` stim cells; p2 trains."""
+    rng = np.random.default_rng(1)
+    conditions = ["ctrl"] * n_control + ["stim"] * n_perturbed + ["ctrl"] * 30 + ["stim"] * 30
+    patients = ["p1"] * (n_control + n_perturbed) + ["p2"] * 60
+    x = rng.gamma(2.0, 0.5, size=(len(conditions), 6)).astype(np.float32)
+    x[np.array(conditions) == "stim"] += 1.0
+    obs = pd.DataFrame({"condition": conditions, "patient": patients}, index=[f"c{i}" for i in range(len(conditions))])
+    adata = ad.AnnData(x, obs=obs, var=pd.DataFrame(index=[f"f{i}" for i in range(6)]))
+    return prepare(adata, perturbations=["stim"], condition_key="condition", control="ctrl", modality="features",
+                   setting="oos", holdout_key="patient", holdout="p1", min_cells=3, seed=0, companion=companion)
+
+
+def test_the_observed_bound_is_scored_on_its_real_cells_without_repeats_and_every_model_on_as_many():
+    """80 control cells in the holdout, 20 reference cells: observed used to resample 80 of its 20 cells
+    with replacement, and duplicates inflate the biased MMD's within-sample term."""
+    from perturbot import metrics
+    from perturbot.cells import evaluation_target, observed_reference
+
+    adata = held_out(80, 40)
+    inputs = model_input(adata)
+    x, reference, target = np.asarray(inputs.X), observed_reference(adata, "stim"), evaluation_target(adata, "stim")
+    assert (len(x), len(reference), len(target)) == (80, 20, 20)
+    bound = Observed().fit(x, reference)
+    predicted = bound.transport(x)
+    assert len(predicted) == 20 and len(np.unique(predicted, axis=0)) == 20  # each reference cell once
+    assert len(np.unique(bound.transport(x[:15]), axis=0)) == 15  # fewer inputs: a subsample, still no repeats
+    spec = {m: ModelSpec(label=m, model=m, space="data") for m in ("observed", "identity")}
+    scored = {m: score_prediction(adata, inputs, p, spec[m], "stim", experiment="e").set_index("metric")
+              for m, p in (("observed", predicted), ("identity", x))}
+    assert scored["observed"].loc["mmd", "value"] == pytest.approx(metrics.mmd(reference, target), rel=1e-6)
+    # identity on 20 of its 80 input cells (the companion's 40, capped by observed's 20), the same for every model
+    rows = metrics.scored_rows(80, 20, seed=0)
+    assert len(rows) == 20 and len(set(rows)) == 20
+    assert scored["identity"].loc["mmd", "value"] == pytest.approx(metrics.mmd(x[rows], target), rel=1e-6)
+    assert set(scored["observed"]["n_cells"]) == set(scored["identity"]["n_cells"]) == {20}
+    cells = predicted_cells(adata, inputs, predicted, spec["observed"], "stim")
+    assert cells.n_obs == 20 and cells.obs_names[0] == "reference_0" and "transport_cost" not in cells.obs
+
+
+def test_a_held_out_run_and_its_iid_companion_score_as_many_predicted_cells(monkeypatch):
+    """30 control cells in the holdout: the companion trains on 15 and predicts 15; the held-out run
+    predicts all 30 and used to be scored on twice as many cells as its companion."""
+    lengths = {}
+    real_score = experiment.score
+
+    def recording(predicted, observed, **kwargs):
+        lengths[name] = len(predicted)
+        return real_score(predicted, observed, **kwargs)
+
+    monkeypatch.setattr(experiment, "score", recording)
+    spec = ModelSpec(label="identity", model="identity", space="data")
+    for name, companion in (("held out", False), ("companion", True)):
+        adata = held_out(30, 80, companion=companion)
+        inputs = model_input(adata)
+        score_prediction(adata, inputs, np.asarray(inputs.X), spec, "stim", experiment="e")
+    assert lengths == {"held out": 15, "companion": 15}

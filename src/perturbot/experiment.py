@@ -23,13 +23,14 @@ from perturbot.cells import (  # noqa: F401  (the roles of cells, re-exported fo
     evaluation_target,
     model_input,
     observed_reference,
+    scored_size,
     training_source,
     training_target,
 )
 from perturbot.config import ModelSpec
 from perturbot.latent import load_model
 from perturbot.markers import evaluation_features
-from perturbot.metrics import score, subsamples
+from perturbot.metrics import score, scored_rows, subsamples
 from perturbot.tables import METRICS_COLUMNS, aggregate_metrics  # noqa: F401
 from perturbot.models.base import PerturbationModel, json_default
 from perturbot.training import live_history, set_threads
@@ -183,11 +184,19 @@ def predict_and_evaluate(
 def predicted_cells(
     adata: ad.AnnData, inputs: ad.AnnData, predicted: np.ndarray, spec: ModelSpec, perturbation: str
 ) -> ad.AnnData:
-    """The predicted cells as AnnData: the input cells' obs, the data's genes, what predicted them."""
-    pred = ad.AnnData(predicted, obs=inputs.obs.copy(), var=adata.var.copy())
+    """The predicted cells as AnnData: the input cells' obs, the data's genes, what predicted them.
+
+    Real reference cells (``observed``) have no correspondence with the input,
+    and may be fewer: they are named ``reference_<i>``, with no transport cost.
+    """
+    if registry.get(spec.model).needs_reference_cells:
+        obs = pd.DataFrame(index=pd.Index([f"reference_{i}" for i in range(len(predicted))]))
+    else:
+        obs = inputs.obs.copy()
+    pred = ad.AnnData(predicted, obs=obs, var=adata.var.copy())
     pred.obs["perturbation"] = perturbation
     pred.obs["model"] = spec.label
-    if not registry.get(spec.model).needs_reference_cells:  # real cells, no correspondence with the input
+    if not registry.get(spec.model).needs_reference_cells:
         pred.obs["transport_cost"] = ((predicted - np.asarray(inputs.X)) ** 2).sum(1)
     pred.uns["perturbot"] = {**_info(adata), "model": spec.label, "perturbation": perturbation}
     return pred
@@ -206,7 +215,10 @@ def score_prediction(
     """The metrics rows of one prediction: gathers from the prepared data what :func:`metrics.score` needs.
 
     ``inputs`` are the cells the model transported (:func:`model_input`), passed in
-    so that a run's perturbations share them.
+    so that a run's perturbations share them. Every model is scored on the same
+    number of predicted cells (:func:`perturbot.cells.scored_size`; the same
+    input cells for every model of one seed), ``observed`` on real cells
+    without repeats.
     """
     info = _info(adata)
     x = np.asarray(inputs.X)
@@ -217,6 +229,8 @@ def score_prediction(
     # a model that predicts with real reference cells has no per-cell correspondence with the input
     per_cell = not registry.get(spec.model).needs_reference_cells
     truth = np.asarray(inputs.obsm[truth_key]) if per_cell and truth_key in inputs.obsm else None
+    rows = scored_rows(len(predicted), scored_size(adata, perturbation), spec.seed)
+    predicted, truth = predicted[rows], None if truth is None else truth[rows]
     protocol = (evaluation or {}).get("markers", "training")
     columns, every_metric = evaluation_features(adata, perturbation, protocol, x, observed)
     logfc = None
@@ -225,7 +239,7 @@ def score_prediction(
         features = adata.var_names.get_indexer(list(pseudo["features"]))
         logfc = (x, features, float(np.log2(pseudo["factor"])))
     evaluation = evaluation or {}
-    rows = score(
+    scores = score(
         predicted,
         observed,
         truth=truth,
@@ -237,7 +251,7 @@ def score_prediction(
     )
     key = {"experiment": experiment, "setting": info["setting"], "holdout": info["holdout"],
            "model": spec.label, "perturbation": perturbation, "seed": spec.seed}
-    return pd.DataFrame([{**key, **row} for row in rows], columns=METRICS_COLUMNS)
+    return pd.DataFrame([{**key, **row} for row in scores], columns=METRICS_COLUMNS)
 
 
 def train_autoencoder(

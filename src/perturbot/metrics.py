@@ -174,6 +174,19 @@ def all_metrics(
     return out
 
 
+def scored_rows(n_predicted: int, size: int, seed: int = 0) -> np.ndarray:
+    """The ``size`` predicted cells that are scored: all of them, or a seeded subsample without replacement.
+
+    The same input cells for every model of one seed (their predictions are
+    row-aligned with the input), so models are compared on the same cells.
+    """
+    if not 0 < size <= n_predicted:
+        raise ValueError(f"cannot score {size} of {n_predicted} predicted cells without repeating one")
+    if size == n_predicted:
+        return np.arange(n_predicted)
+    return np.sort(np.random.default_rng([seed, size]).choice(n_predicted, size, replace=False))
+
+
 #: (n_cells, draw, prediction rows, observed rows): one subsample a score is computed on.
 Subsample = tuple[int, int, np.ndarray, np.ndarray]
 

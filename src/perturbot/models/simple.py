@@ -28,7 +28,10 @@ class Observed(Identity):
     """Lower bound: real perturbed cells, not the evaluation target, stand in as the prediction.
 
     It has no per-cell correspondence with the input; ``transport`` returns the
-    stored reference cells (``target`` of ``fit``), resampled to the input's size.
+    stored reference cells (``target`` of ``fit``), each at most once: a seeded
+    subsample when the input has fewer cells, all of them (fewer rows than the
+    input) when it has more. Repeated cells would inflate the within-sample term
+    of the biased MMD and put the "lower bound" above a perfect model.
     """
     copies_input = False
     needs_reference_cells = True
@@ -43,11 +46,10 @@ class Observed(Identity):
     def transport(self, x, perturbation: str | None = None) -> np.ndarray:
         x = self._check_input(x)
         n = len(x)
-        if n == len(self.reference_):
+        if n >= len(self.reference_):
             return self.reference_.copy()
         rng = np.random.default_rng(self.seed)
-        idx = rng.choice(len(self.reference_), size=n, replace=n > len(self.reference_))
-        return self.reference_[idx]
+        return self.reference_[rng.choice(len(self.reference_), size=n, replace=False)]
 
     def _get_tensors(self):
         import torch
