@@ -130,6 +130,24 @@ def test_iid_companion_rows_pair_with_the_held_out_rows_and_stay_out_of_the_box_
         iid_vs_holdout_pairs(held)
 
 
+def test_the_energy_distance_is_drawn_and_tested_wherever_the_mmd_is():
+    """Box plot, statistics and the i.i.d.-against-held-out figure: one panel (row) for each of mmd and edistance."""
+    from perturbot.plotting import iid_vs_holdout
+
+    values = {"identity": [1.0, 1.1, 1.2, 1.3, 1.4, 1.5], "cellot": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]}
+    table = pd.concat([metrics_table(values).assign(metric=m) for m in ("mmd", "edistance")])
+    statistics = model_tests(table)
+    assert set(statistics["metric"]) == {"mmd", "edistance"}
+    assert statistics.set_index("metric").loc["edistance", "p_value"] == pytest.approx(2 / 2**6)
+    figure = mmd_boxplot(table, statistics, kinds=KINDS)
+    assert [ax.get_ylabel() for ax in figure.axes] == ["MMD² (RBF) ↓ (log)", "Energy distance ↓ (log)"]
+    assert all("*" in "".join(t.get_text() for t in ax.texts) for ax in figure.axes)  # stars on both
+    held = pd.concat([metrics_table({"cellot": [0.2, 0.3]}, "ood", "line_B").assign(metric=m) for m in ("mmd", "edistance")])
+    companion = pd.concat([metrics_table({"cellot": [0.1, 0.1]}, "iid", "line_B").assign(metric=m) for m in ("mmd", "edistance")])
+    paired = iid_vs_holdout(pd.concat([held, companion]), kinds=KINDS)
+    assert [ax.get_ylabel() for ax in paired.axes] == ["MMD² (RBF) (log)", "Energy distance (log)"]
+
+
 # ---------------------------------------------------------------- cells
 
 
