@@ -71,6 +71,9 @@ def test_bad_data_stops_before_training_and_leaves_nothing(tmp_path, mutate, mes
     assert proc.returncode != 0
     output = proc.stderr + proc.stdout
     assert message in output, output[-3000:]
+    # the job's log, where Snakemake (and SLURM) point a user, says it too: one line, no traceback
+    log = (tmp_path / "results" / "toy_iid" / "logs" / "prepare_data.log").read_text()
+    assert "Data error in experiment 'toy_iid': " in log and message in log and "Traceback" not in log, log
     results = tmp_path / "results" / "toy_iid"
     assert not (results / "data").exists()
     assert not (results / "models").exists()

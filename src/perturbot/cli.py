@@ -27,13 +27,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "progress":
         return _progress(args.results, args.all)
 
+    from perturbot.errors import ClearError
     from perturbot.predict import predict_file
     from perturbot.training import set_threads
 
     set_threads(args.threads)
     try:
         out = predict_file(args.input, args.model, args.output, perturbation=args.perturbation, layer=args.layer)
-    except (ValueError, KeyError, FileNotFoundError) as err:
+    except (ClearError, FileNotFoundError) as err:  # anything else is a bug and keeps its traceback
         print(f"perturbot predict: error: {err}", file=sys.stderr)
         return 2
     print(f"wrote {out.n_obs} predicted cells x {out.n_vars} features to {args.output}")

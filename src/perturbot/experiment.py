@@ -28,6 +28,7 @@ from perturbot.cells import (  # noqa: F401  (the roles of cells, re-exported fo
     training_target,
 )
 from perturbot.config import ModelSpec
+from perturbot.errors import ClearError
 from perturbot.latent import load_model
 from perturbot.markers import evaluation_features
 from perturbot.metrics import score, scored_rows, subsamples
@@ -113,8 +114,10 @@ def known_perturbations(model: PerturbationModel) -> list[str]:
     return [] if names is None else [str(n) for n in names]
 
 
-class PredictionError(ValueError):
+class PredictionError(ClearError, ValueError):
     """A model returned cells that cannot be scored."""
+
+    kind = "Prediction error"
 
 
 def check_prediction(predicted: np.ndarray, run: str, perturbation: str | None) -> None:

@@ -16,6 +16,7 @@ import numpy as np
 from scipy import sparse
 
 from perturbot.atomic import atomic_path
+from perturbot.data.io import DataError
 from perturbot.experiment import check_prediction, known_perturbations
 from perturbot.latent import load_model
 from perturbot.preprocessing import normalize_log1p
@@ -23,13 +24,13 @@ from perturbot.preprocessing import normalize_log1p
 RECIPE_FILE = "preprocessing.json"
 
 
-class GeneMismatchError(ValueError):
-    """The new cells lack genes (or features) the model was trained on."""
+class GeneMismatchError(DataError):
+    """The new cells lack genes (or features) the model was trained on, or name one of them twice."""
 
 
 def _prepare_like_training(adata: ad.AnnData, recipe: dict, layer: str | None) -> np.ndarray:
     if layer and layer not in adata.layers:
-        raise KeyError(f"layer {layer!r} not found; layers: {', '.join(adata.layers) or 'none'}")
+        raise DataError(f"layer {layer!r} not found; layers: {', '.join(adata.layers) or 'none'}")
     x = adata.layers[layer] if layer else adata.X
     cells = ad.AnnData(sparse.csr_matrix(x, dtype=np.float32) if sparse.issparse(x) else np.asarray(x, dtype=np.float32),
                        obs=adata.obs[[]].copy(), var=adata.var[[]].copy())
@@ -40,12 +41,20 @@ def _prepare_like_training(adata: ad.AnnData, recipe: dict, layer: str | None) -
             f"{len(missing)} of the model's {len(genes)} genes/features are missing from the input, "
             f"e.g. {', '.join(missing[:10])}"
         )
+    twice = set(cells.var_names[cells.var_names.duplicated()])
+    repeated = [g for g in genes if g in twice]
+    if repeated:
+        raise GeneMismatchError(
+            f"{len(repeated)} of the model's genes/features occur more than once in the input, "
+            f"e.g. {', '.join(repeated[:10])}: which column to use is ambiguous; give each gene one column "
+            f"(AnnData.var_names_make_unique keeps the first under the plain name)"
+        )
     if recipe.get("normalize_total"):
         normalize_log1p(cells)  # on all input genes, as in training
     cells = cells[:, genes]
     out = cells.X.toarray() if sparse.issparse(cells.X) else np.asarray(cells.X)
     if not np.isfinite(out).all():
-        raise ValueError("the input contains NaN or infinite values")
+        raise DataError("the input contains NaN or infinite values")
     return out.astype(np.float32)
 
 
@@ -63,7 +72,7 @@ def predict(
     kwargs = {}
     if len(known) > 1:  # trained on several perturbations at once: the caller picks one
         if perturbation not in known:
-            raise ValueError(f"perturbation {perturbation!r} is not one the model learned; it knows: {', '.join(known)}")
+            raise DataError(f"perturbation {perturbation!r} is not one the model learned; it knows: {', '.join(known)}")
         kwargs["perturbation"] = perturbation
     x = _prepare_like_training(adata, recipe, layer)
     predicted = np.asarray(model.transport(x, **kwargs), dtype=np.float32)

@@ -1,7 +1,6 @@
 """Rule prepare_data: one prepared .h5ad per holdout plus perturbations.json."""
 
 import json
-import sys
 from pathlib import Path
 
 from perturbot.atomic import atomic_path
@@ -10,7 +9,8 @@ from perturbot.logs import log_to_file
 from perturbot.preprocessing import prepare
 from perturbot.slugs import slug_map
 
-log_to_file(snakemake.log[0])
+# a DataError is shown, in the log and on stderr, as 'Data error in experiment ...: <message>'
+log_to_file(snakemake.log[0], context=f"experiment {snakemake.wildcards.experiment!r}")
 exp = snakemake.params.experiment
 dataset = snakemake.params.dataset
 if isinstance(dataset["source"], dict):
@@ -36,17 +36,13 @@ def check_holdouts() -> None:
         )
 
 
-try:
-    with atomic_path(snakemake.output[0]) as tmp:  # never a half-written data directory
-        tmp.mkdir()
-        check_holdouts()
-        adata, perturbations = load_dataset(dataset, name=exp["dataset"])
-        for run in snakemake.params.runs:
-            prepared = prepare(adata, perturbations=perturbations, holdout=run.holdout, companion=run.companion,
-                               **snakemake.params.preparation)
-            prepared.write_h5ad(tmp / f"{run.slug}.h5ad")
-        info = {"perturbations": perturbations, "slugs": slug_map(perturbations)}
-        (tmp / "perturbations.json").write_text(json.dumps(info, indent=1))
-except (DataError, ValueError) as err:
-    print(f"\nData error in experiment {snakemake.wildcards.experiment!r}: {err}\n", file=sys.stderr)
-    sys.exit(1)
+with atomic_path(snakemake.output[0]) as tmp:  # never a half-written data directory
+    tmp.mkdir()
+    check_holdouts()
+    adata, perturbations = load_dataset(dataset, name=exp["dataset"])
+    for run in snakemake.params.runs:
+        prepared = prepare(adata, perturbations=perturbations, holdout=run.holdout, companion=run.companion,
+                           **snakemake.params.preparation)
+        prepared.write_h5ad(tmp / f"{run.slug}.h5ad")
+    info = {"perturbations": perturbations, "slugs": slug_map(perturbations, "perturbation")}
+    (tmp / "perturbations.json").write_text(json.dumps(info, indent=1))
