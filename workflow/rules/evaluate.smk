@@ -12,6 +12,8 @@ rule predict:
         "../../envs/training.yaml"
     threads: 1
     resources:
+        # the libraries, the prepared data and one model; scoring adds a fixed ~0.1 GB
+        # (perturbot.metrics.BLOCK), whatever the numbers of predicted and observed cells
         mem_mb=lambda wc, attempt: 4000 * attempt,
         runtime=60,
     params:

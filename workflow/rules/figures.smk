@@ -1,5 +1,5 @@
 rule figure_mmd_boxplot:
-    """MMD, L2 and R² of means per model across perturbations or holdouts, with the stars of statistics.csv."""
+    """MMD, energy distance, L2 and R² of means per model across perturbations or holdouts, with the stars of statistics.csv."""
     input:
         metrics="results/{experiment}/metrics.csv",
         statistics="results/{experiment}/statistics.csv",
@@ -20,7 +20,7 @@ rule figure_mmd_boxplot:
 
 
 rule figure_iid_vs_holdout:
-    """Each holdout's MMD under the i.i.d. companion model and the held-out model, paired."""
+    """Each holdout's MMD and energy distance under the i.i.d. companion model and the held-out model, paired."""
     input:
         "results/{experiment}/metrics.csv",
     output:

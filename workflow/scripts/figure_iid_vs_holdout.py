@@ -1,4 +1,4 @@
-"""Rule figure_iid_vs_holdout: MMD of each holdout under the i.i.d. and the held-out model."""
+"""Rule figure_iid_vs_holdout: MMD and energy distance of each holdout under the i.i.d. and the held-out model."""
 
 from perturbot.logs import log_to_file
 from perturbot.plotting import iid_vs_holdout, save_figure

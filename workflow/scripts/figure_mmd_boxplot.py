@@ -1,4 +1,4 @@
-"""Rule figure_mmd_boxplot: MMD, L2 and R² of means per model, with the stars of statistics.csv."""
+"""Rule figure_mmd_boxplot: MMD, energy distance, L2 and R² of means per model, with the stars of statistics.csv."""
 
 from perturbot.logs import log_to_file
 from perturbot.plotting import mmd_boxplot, save_figure
