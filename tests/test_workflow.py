@@ -19,8 +19,14 @@ def test_bounds_end_to_end_and_reproducible(tmp_path):
     mmd = metrics[metrics.metric == "mmd"].pivot(index="perturbation", columns="model", values="value")
     assert len(mmd) == 2
     assert (mmd["identity"] > mmd["observed"]).all()
+    energy = metrics[metrics.metric == "edistance"].pivot(index="perturbation", columns="model", values="value")
+    assert (energy["identity"] > energy["observed"]).all()
+    # every model on as many cells (observed: its reference cells, each once)
+    assert metrics.groupby("perturbation")["n_cells"].nunique().eq(1).all()
     # identity has a known truth to miss, observed has no per-cell correspondence
-    assert set(metrics[metrics.model == "identity"].metric) == {"mmd", "l2_means", "r2_means", "r_means", "gt_rmse"}
+    assert set(metrics[metrics.model == "identity"].metric) == {
+        "mmd", "mmd_unbiased", "edistance", "l2_means", "r2_means", "r_means", "gt_rmse"
+    }
     assert "gt_rmse" not in set(metrics[metrics.model == "observed"].metric)
     for name in ("mmd_boxplot", "marginals"):
         assert (tmp_path / f"a/results/toy_iid/figures/{name}.pdf").stat().st_size > 0
