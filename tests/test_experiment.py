@@ -145,3 +145,12 @@ def test_a_held_out_run_and_its_iid_companion_score_as_many_predicted_cells(monk
         inputs = model_input(adata)
         score_prediction(adata, inputs, np.asarray(inputs.X), spec, "stim", experiment="e")
     assert lengths == {"held out": 15, "companion": 15}
+
+
+def test_predicting_new_cells_with_the_observed_bound_is_a_clear_error(tmp_path):
+    """It used to hand back its reference cells resampled with repeats, under the new cells' names."""
+    adata = prepared()
+    fitted(Observed).save(tmp_path / "model")
+    (tmp_path / "model" / predict.RECIPE_FILE).write_text('{"genes": ["f0", "f1", "f2", "f3", "f4", "f5"]}')
+    with pytest.raises(ValueError, match=r"holds Observed, a benchmark bound made of real perturbed cells"):
+        predict.predict(adata, tmp_path / "model")

@@ -68,6 +68,11 @@ def predict(
         raise FileNotFoundError(f"{model_dir} has no {RECIPE_FILE}: is it a model directory from results/?")
     recipe = json.loads(recipe_path.read_text())
     model = load_model(model_dir)
+    if getattr(model, "needs_reference_cells", False):  # observed: its real reference cells, not a map
+        raise ValueError(
+            f"{str(model_dir)!r} holds {type(model).__name__}, a benchmark bound made of real perturbed cells: "
+            f"it has no prediction for new cells; use a model that maps control cells (e.g. cellot, w1ot, otfm)"
+        )
     known = known_perturbations(model)
     kwargs = {}
     if len(known) > 1:  # trained on several perturbations at once: the caller picks one
