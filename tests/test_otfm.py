@@ -171,8 +171,8 @@ def test_resume_from_a_checkpoint_is_bit_identical(tmp_path, monkeypatch):
 @pytest.mark.parametrize("params,match", [
     ({"coupling": "sinkhorn"}, "coupling must be one of"),
     ({"solver": "dopri5"}, "solver must be one of"),
-    ({"n_steps": 0}, "n_steps must be a positive integer"),
-    ({"sigma": -0.1}, "sigma must be >= 0"),
+    ({"n_steps": 0}, "n_steps: 0 is not >= 1; n_steps must be an integer >= 1"),
+    ({"sigma": -0.1}, "sigma: -0.1 is not >= 0; sigma must be a number >= 0"),
     ({"perturbations_per_step": 0}, "perturbations_per_step"),
 ])
 def test_bad_hyper_parameters_are_named(params, match):

@@ -2,7 +2,8 @@
 
 The JSON schema (``workflow/schemas/config.schema.yaml``) checks structure and
 fills defaults; this module checks what a schema cannot: names that refer to
-each other, model names, hyper-parameter names, and builds the per-model
+each other, model names, hyper-parameter names, types and ranges (numeric
+strings converted to numbers in place), and builds the per-model
 specification the rules use.
 """
 
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from perturbot import models as model_registry
+from perturbot.params import ParameterError, validate_params
 from perturbot.errors import ClearError
 
 SETTINGS = ("iid", "oos", "ood")
@@ -215,7 +217,7 @@ def check_config(config: dict) -> None:
         if name not in experiments:
             raise ConfigError(f"run: unknown experiment {name!r}; declared: {', '.join(experiments)}")
     for model, params in config.get("model_params", {}).items():
-        _check_params(model, params, "model_params")
+        _check_params(model, params, f"model_params.{model}")
     for model in config.get("toy_maps", {}).get("models", []):
         neural_ot = [name for name in model_registry.available() if is_neural_ot(name)]
         if model not in neural_ot:
@@ -238,7 +240,7 @@ def check_config(config: dict) -> None:
                 raise ConfigError(f"{where}: setting {setting} needs at least one value in holdouts")
             _check_holdout_names(config, exp_name)
         for model, params in exp.get("model_params", {}).items():
-            _check_params(model, params, f"{where}.model_params")
+            _check_params(model, params, f"{where}.model_params.{model}")
         _check_params("autoencoder", exp.get("autoencoder", {}), f"{where}.autoencoder")
         labels = set()
         for entry in _model_entries(exp):
@@ -262,6 +264,12 @@ def _check_holdout_names(config: dict, experiment: str) -> None:
 
 
 def _check_params(model: str, params: dict, where: str) -> None:
+    """Names, types and ranges of a model's hyper-parameters (:func:`perturbot.params.validate_params`).
+
+    YAML reads ``1e-3`` and ``1e5`` as strings: numeric strings are converted, in
+    ``params`` itself, to the number the constructor's hint asks for (``"1e5"``
+    to the int 100000), so every later reader of the config sees numbers.
+    """
     if not params and model == "autoencoder":
         return
     try:
@@ -278,6 +286,10 @@ def _check_params(model: str, params: dict, where: str) -> None:
             f"{where}: unknown hyper-parameter(s) {', '.join(unknown)} for model {model!r}; "
             f"known: {', '.join(sorted(known))}"
         )
+    try:
+        params.update(validate_params(cls, params, where, convert=True))
+    except ParameterError as err:
+        raise ConfigError(str(err)) from None
 
 
 def config_hash(config: dict) -> str:

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from perturbot.models.base import PerturbationModel, as_float_array
+from perturbot.params import Interval
 from perturbot.nn.autoencoder import MLPAutoencoder
 from perturbot.training import (
     Checkpoint,
@@ -76,6 +77,14 @@ class ReconstructionModel(PerturbationModel):
     scRNA-seq settings (``PRESETS`` of each subclass hold its 4i settings).
     """
 
+    #: Ranges of the hyper-parameters (``lr_step`` 0: a constant learning rate; ``lr`` 0 freezes the weights).
+    parameter_constraints = {
+        "hidden_units": Interval(1), "latent_dim": Interval(1), "dropout": Interval(0, 1, closed="left"),
+        "lr": Interval(0), "weight_decay": Interval(0), "lr_step": Interval(0), "batch_size": Interval(1),
+        "n_iters": Interval(1), "eval_every": Interval(1), "checkpoint_every": Interval(1), "val_cells": Interval(0),
+        "patience": Interval(1),
+    }
+
     def __init__(
         self,
         hidden_units: Sequence[int] = (512, 512),
@@ -118,6 +127,7 @@ class ReconstructionModel(PerturbationModel):
     ) -> None:
         """Fit ``net_`` to reconstruct ``x``; ``labels`` (0..K-1) balance batches and, if
         ``n_conditions`` > 0, are the one-hot condition."""
+        self._validate_params()
         if self.n_iters < 1 or self.batch_size < 1 or self.eval_every < 1:
             raise ValueError("n_iters, batch_size and eval_every must be positive")
         self.device_ = device = resolve_device(self.device)

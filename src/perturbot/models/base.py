@@ -20,6 +20,8 @@ import pandas as pd
 import torch
 from safetensors.torch import load_file, save_file
 
+from perturbot.params import Interval, validate_params
+
 MODEL_JSON = "model.json"
 WEIGHTS_FILE = "weights.safetensors"
 
@@ -100,6 +102,10 @@ class PerturbationModel:
     #: Name under which such a model's ``fit`` stores its one perturbation.
     single_perturbation: str = "target"
 
+    #: Range (``perturbot.params.Interval``) or choices (``Options``) of each hyper-parameter, merged with
+    #: the subclasses' own; the type comes from the constructor's hints (scikit-learn's ``_parameter_constraints``).
+    parameter_constraints: dict[str, Any] = {"seed": Interval(0)}
+
     # ----------------------------------------------------------- parameters
     @classmethod
     def _param_names(cls) -> list[str]:
@@ -117,6 +123,14 @@ class PerturbationModel:
 
     def get_params(self) -> dict[str, Any]:
         return {n: getattr(self, n) for n in self._param_names()}
+
+    def _validate_params(self) -> None:
+        """Refuse a hyper-parameter of the wrong type or range, naming it (called first by every ``fit``).
+
+        The configuration check runs the same validation at start-up, and converts YAML's
+        numeric strings there; a Python caller gets no conversion, only the message.
+        """
+        validate_params(type(self), self.get_params(), type(self).__name__, convert=False)
 
     def resolved_params(self) -> dict[str, Any]:
         """The hyper-parameters a fit uses (what a checkpoint's fingerprint records); models whose

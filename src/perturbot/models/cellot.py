@@ -71,6 +71,7 @@ import torch
 from perturbot import training
 from perturbot.fingerprint import fit_arrays
 from perturbot.models.base import PerturbationModel, as_float_array
+from perturbot.params import Interval, Options
 from perturbot.nn.icnn import ACTIVATIONS, StackedICNN
 
 #: Rows per forward pass at inference, to bound memory on large inputs.
@@ -146,6 +147,17 @@ class CellOT(PerturbationModel):
 
     name = "cellot"
     multi_perturbation = True
+
+    #: Ranges and choices of the hyper-parameters (None, where the hint allows it, takes the preset's value).
+    parameter_constraints = {
+        "preset": Options(PRESETS), "hidden_units": Interval(1), "n_iters": Interval(1), "n_inner_iters": Interval(1),
+        "batch_size": Interval(1), "lr": Interval(0, closed="neither"), "beta1": Interval(0, 1, closed="left"),
+        "beta2": Interval(0, 1, closed="left"), "init": Options(INITS), "fnorm_penalty": Interval(0),
+        "negative_slope": Interval(0, 1), "init_scale": Interval(0), "eval_every": Interval(1), "val_size": Interval(0),
+        "patience": Interval(0), "criterion": Options(training.CRITERIA), "lr_min": Interval(0), "checkpoint_every": Interval(1),
+        "solver": Options(SOLVERS), "conjugate_iters": Interval(1), "cycle_weight": Interval(0, closed="neither"),
+        "activation": Options(ACTIVATIONS),
+    }
 
     def __init__(
         self,
@@ -255,6 +267,7 @@ class CellOT(PerturbationModel):
         return {**self.get_params(), **asdict(self.settings())}
 
     def _check_params(self) -> Settings:
+        self._validate_params()
         hp = self.settings()
         for name in ("n_iters", "n_inner_iters", "batch_size", "eval_every"):
             if int(getattr(hp, name)) < 1:

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from perturbot.models.base import PerturbationModel, fit_inputs
+from perturbot.params import Interval
 
 
 def _sqrt_psd(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -84,6 +85,8 @@ class GaussianOT(PerturbationModel):
     multi_perturbation = True
     single_perturbation = "perturbed"
 
+    parameter_constraints = {"ridge": Interval(0), "n_components": Interval(1)}
+
     def __init__(
         self, ridge: float = 1e-4, n_components: int | None = None, seed: int = 0, device: str = "cpu"
     ) -> None:
@@ -94,6 +97,7 @@ class GaussianOT(PerturbationModel):
 
     # ---------------------------------------------------------------- fitting
     def _check_params(self) -> None:
+        self._validate_params()
         if not (isinstance(self.ridge, (int, float)) and self.ridge >= 0):
             raise ValueError(f"ridge must be a number >= 0, got {self.ridge!r}")
         if self.n_components is not None and not (isinstance(self.n_components, int) and self.n_components >= 1):

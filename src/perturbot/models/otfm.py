@@ -26,6 +26,7 @@ from scipy.optimize import linear_sum_assignment
 from perturbot import training
 from perturbot.fingerprint import fit_arrays
 from perturbot.models.base import PerturbationModel, fit_inputs
+from perturbot.params import Interval, Options
 from perturbot.nn.velocity import VelocityField
 
 _INFERENCE_CHUNK = 16384
@@ -46,6 +47,15 @@ class OTFlowMatching(PerturbationModel):
 
     name = "otfm"
     multi_perturbation = True
+
+    #: Ranges and choices of the hyper-parameters.
+    parameter_constraints = {
+        "n_iters": Interval(1), "batch_size": Interval(1), "lr": Interval(0, closed="neither"), "lr_min": Interval(0),
+        "weight_decay": Interval(0), "hidden_units": Interval(1), "embedding_dim": Interval(1), "time_frequencies": Interval(0),
+        "coupling": Options(COUPLINGS), "sigma": Interval(0), "perturbations_per_step": Interval(1),
+        "solver": Options(SOLVERS), "n_steps": Interval(1), "criterion": Options(training.CRITERIA), "val_size": Interval(0),
+        "eval_every": Interval(1), "checkpoint_every": Interval(1),
+    }
 
     def __init__(
         self,
@@ -95,6 +105,7 @@ class OTFlowMatching(PerturbationModel):
 
     # ------------------------------------------------------------ checks
     def _check_params(self) -> None:
+        self._validate_params()
         if self.coupling not in COUPLINGS:
             raise ValueError(f"coupling must be one of {COUPLINGS}, got {self.coupling!r}")
         if self.solver not in SOLVERS:

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from perturbot.models.base import PerturbationModel, fit_inputs
+from perturbot.params import Interval, Options
 from perturbot.models.gaussian_ot import gaussian_map_matrix
 
 EMBEDDINGS = ("none", "onmf", "pca")
@@ -93,6 +94,13 @@ class PopAlign(PerturbationModel):
     multi_perturbation = True
     single_perturbation = "perturbed"
 
+    #: Ranges and choices of the hyper-parameters (``n_components``: one k or a list of candidates).
+    parameter_constraints = {
+        "n_components": Interval(1), "n_restarts": Interval(1), "validation_fraction": Interval(0, 1, closed="left"),
+        "criterion": Options(CRITERIA), "n_init": Interval(1), "reg_covar": (Interval(0), Options(("auto",))),
+        "embedding": Options(EMBEDDINGS), "embedding_dim": Interval(1), "response": Options(RESPONSES),
+    }
+
     def __init__(
         self,
         n_components: int | list[int] = 3,
@@ -127,6 +135,7 @@ class PopAlign(PerturbationModel):
         return ks
 
     def _check_params(self) -> None:
+        self._validate_params()
         for name, value, allowed in (
             ("criterion", self.criterion, CRITERIA),
             ("embedding", self.embedding, EMBEDDINGS),

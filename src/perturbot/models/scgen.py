@@ -36,6 +36,7 @@ class ScGen(PerturbationModel):
         self, source: Any, targets: dict[str, Any], *, checkpoint: str | Path | None = None
     ) -> "ScGen":
         """Store ``mean(target) - mean(source)`` per perturbation (means in float64)."""
+        self._validate_params()
         source, targets = fit_inputs(source, targets)
         control_mean = source.mean(axis=0, dtype=np.float64)
         shifts = [target.mean(axis=0, dtype=np.float64) - control_mean for target in targets.values()]

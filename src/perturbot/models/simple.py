@@ -17,6 +17,7 @@ class Identity(PerturbationModel):
         self.device = device
 
     def fit(self, source, target, **kwargs) -> "Identity":
+        self._validate_params()
         self.n_features_in_ = as_float_array(source, "source").shape[1]
         return self
 
@@ -37,6 +38,7 @@ class Observed(Identity):
     needs_reference_cells = True
 
     def fit(self, source, target, **kwargs) -> "Observed":
+        self._validate_params()
         as_float_array(source, "source")
         target = as_float_array(target, "target")
         self.n_features_in_ = target.shape[1]

@@ -24,6 +24,7 @@ from torch import nn
 from perturbot import training
 from perturbot.fingerprint import fit_arrays
 from perturbot.models.base import PerturbationModel, fit_inputs
+from perturbot.params import Interval, Options
 from perturbot.nn.lipschitz import ORTHOGONALIZATIONS, LipschitzPotential
 from perturbot.nn.mlp import mlp
 
@@ -45,6 +46,16 @@ class W1OT(PerturbationModel):
 
     name = "w1ot"
     multi_perturbation = True
+
+    #: Ranges and choices of the hyper-parameters (a learning rate of 0 freezes a stage).
+    parameter_constraints = {
+        "n_iters": Interval(1), "n_iters_potential": Interval(0), "n_iters_step": Interval(0), "batch_size": Interval(1),
+        "lr_potential": Interval(0), "lr_potential_min": Interval(0), "betas_potential": Interval(0, 1, closed="left"),
+        "lr_step": Interval(0), "hidden_units": Interval(1), "n_groups": Interval(1),
+        "orthogonalization": Options(ORTHOGONALIZATIONS), "bjorck_iters": Interval(1), "bjorck_iters_eval": Interval(1),
+        "step_hidden_units": Interval(1), "val_size": Interval(0), "eval_every": Interval(1), "patience": Interval(1),
+        "criterion": Options(training.CRITERIA), "checkpoint_every": Interval(1),
+    }
 
     def __init__(
         self,
@@ -124,6 +135,7 @@ class W1OT(PerturbationModel):
         self, source: Any, targets: dict[str, Any], *, checkpoint: str | None = None
     ) -> "W1OT":
         """Fit one potential and one step-size network per target, all in the same batched loop."""
+        self._validate_params()
         src, tgts = fit_inputs(source, targets)
         training.check_criterion(self.criterion)
         self.device_ = training.resolve_device(self.device)
