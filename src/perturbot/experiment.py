@@ -37,9 +37,19 @@ from perturbot.models.base import PerturbationModel, json_default
 from perturbot.training import live_history, set_threads
 
 
-def build_model(spec: ModelSpec, autoencoder_dir: str | Path | None = None) -> PerturbationModel:
-    """Instantiate a model; latent-space models are wrapped around the shared autoencoder."""
-    model = registry.get(spec.model)(**spec.params)
+def build_model(spec: ModelSpec, autoencoder_dir: str | Path | None = None, *, each: bool = False) -> PerturbationModel:
+    """Instantiate a model; latent-space models are wrapped around the shared autoencoder.
+
+    ``each``: a :class:`perturbot.bundle.PerturbationBundle` of such models, one per
+    perturbation (inside the autoencoder wrapper, so the bundle keeps one autoencoder).
+    """
+    cls = registry.get(spec.model)
+    if each:
+        from perturbot.bundle import PerturbationBundle
+
+        model: PerturbationModel = PerturbationBundle(lambda: cls(**spec.params))
+    else:
+        model = cls(**spec.params)
     if spec.needs_autoencoder:
         from perturbot.latent import LatentModel
         from perturbot.models.autoencoder import AutoEncoder
@@ -52,6 +62,10 @@ def build_model(spec: ModelSpec, autoencoder_dir: str | Path | None = None) -> P
 
 #: The training job of a run that learns every perturbation at once (the name of its model directory).
 JOINT_JOB = "_joint"
+#: The training job of a run whose perturbations are fitted one by one, in one job (a bundle of models).
+EACH_JOB = "_each"
+#: Jobs that fit every perturbation of a run.
+RUN_JOBS = (JOINT_JOB, EACH_JOB)
 
 
 def training_jobs(spec: ModelSpec, perturbations: dict[str, str], joint_training: bool) -> dict[str, list[str]]:
@@ -59,14 +73,24 @@ def training_jobs(spec: ModelSpec, perturbations: dict[str, str], joint_training
 
     One job, :data:`JOINT_JOB`, for every perturbation when the model always
     learns them together (``joint_only``) or when the experiment asks for joint
-    training and the model can (``multi_perturbation``); otherwise one job per
-    perturbation, named by its slug. The workflow's jobs and :func:`train` both
-    follow this, so the decision is made here only.
+    training and the model can (``multi_perturbation``); else one job,
+    :data:`EACH_JOB`, that fits every perturbation on its own when a fit takes
+    seconds (``cheap_fit``: the job count of a screen does not grow with its
+    perturbations); otherwise one job per perturbation, named by its slug. The
+    workflow's jobs and :func:`train` both follow this, so the decision is made here only.
     """
     cls = registry.get(spec.model)
     if cls.joint_only or (joint_training and cls.multi_perturbation):
         return {JOINT_JOB: list(perturbations.values())}
+    if cls.cheap_fit:
+        return {EACH_JOB: list(perturbations.values())}
     return {slug: [name] for slug, name in perturbations.items()}
+
+
+def job_of(jobs: dict[str, list[str]], slug: str) -> str:
+    """The training job (of :func:`training_jobs`) whose model predicts the perturbation with this slug."""
+    shared = [job for job in RUN_JOBS if job in jobs]
+    return shared[0] if shared else slug
 
 
 def train(
@@ -84,13 +108,16 @@ def train(
     set_threads(threads)
     adata = ad.read_h5ad(data_path)
     source = training_source(adata)
-    model = build_model(spec, autoencoder_dir)
+    model = build_model(spec, autoencoder_dir, each=job == EACH_JOB)
     fit_kwargs: dict[str, Any] = {"checkpoint": checkpoint} if checkpoint else {}
     out_dir = Path(out_dir)
+    # the lower bound learns from real perturbed cells the evaluation never sees
+    target = observed_reference if registry.get(spec.model).needs_reference_cells else training_target
     with live_history(out_dir / "history.csv", label=str(out_dir)):
-        if registry.get(spec.model).needs_reference_cells:
-            # the lower bound: real perturbed cells the evaluation never sees
-            model.fit(source, observed_reference(adata, perturbations[0]))
+        if job == EACH_JOB:  # each perturbation on its own, as in a job of its own
+            model.fit_many(source, {p: target(adata, p) for p in perturbations})
+        elif registry.get(spec.model).needs_reference_cells:
+            model.fit(source, target(adata, perturbations[0]))
         elif job == JOINT_JOB:
             model.fit_many(source, {p: training_target(adata, p) for p in perturbations}, **fit_kwargs)
         else:

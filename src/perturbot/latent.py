@@ -4,7 +4,7 @@
 on the codes, and at prediction encodes, transports and decodes, so inputs and
 outputs stay in feature (gene) space. It is built by the workflow rather than
 looked up in the model registry, so load a saved model with :func:`load_model`
-(which also loads plain models): ``load_model(directory).transport(x, perturbation=p)``.
+(which also loads plain models and bundles): ``load_model(directory).transport(x, perturbation=p)``.
 
 Saved layout::
 
@@ -94,7 +94,7 @@ class LatentModel(PerturbationModel):
         meta = _read_meta(directory)
         if meta.get("model") != LATENT:
             raise ValueError(f"{directory} holds a {meta.get('model')!r} model, not a latent-space one")
-        inner = PerturbationModel.load(directory / meta["inner"])
+        inner = load_model(directory / meta["inner"])  # a registered model or a bundle of them
         autoencoder = AutoEncoder.load(directory / meta["autoencoder"])
         model = cls(inner, autoencoder)  # type: ignore[arg-type]
         model._adopt()
@@ -109,8 +109,13 @@ def _read_meta(directory: Path) -> dict[str, Any]:
 
 
 def load_model(directory: str | Path) -> PerturbationModel:
-    """Load any saved model: a :class:`LatentModel` or a registered one."""
+    """Load any saved model: a :class:`LatentModel`, a :class:`perturbot.bundle.PerturbationBundle` or a registered one."""
+    from perturbot.bundle import BUNDLE, PerturbationBundle
+
     directory = Path(directory)
-    if _read_meta(directory).get("model") == LATENT:
+    kind = _read_meta(directory).get("model")
+    if kind == LATENT:
         return LatentModel.load(directory)
+    if kind == BUNDLE:
+        return PerturbationBundle.load(directory)
     return PerturbationModel.load(directory)

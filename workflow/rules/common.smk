@@ -7,7 +7,7 @@ from snakemake.utils import validate
 
 from perturbot.data.catalog import apply_holdouts_files, resolve_catalog_entries
 from perturbot.data.io import DataError
-from perturbot.experiment import JOINT_JOB, training_jobs
+from perturbot.experiment import RUN_JOBS, job_of, training_jobs
 from perturbot.models import get as get_model
 from perturbot.models.autoencoder import AutoEncoder
 from perturbot.config import (
@@ -44,7 +44,7 @@ wildcard_constraints:
     key=r"[0-9a-f]{16}",
     run=r"[A-Za-z0-9.\-][A-Za-z0-9._\-]*",
     perturbation=r"[A-Za-z0-9.\-][A-Za-z0-9._\-]*",
-    job=r"_joint|[A-Za-z0-9.\-][A-Za-z0-9._\-]*",
+    job="|".join(RUN_JOBS) + r"|[A-Za-z0-9.\-][A-Za-z0-9._\-]*",
 
 
 def spec(wildcards):
@@ -60,7 +60,7 @@ def uses_autoencoder(experiment):
 
 
 def run_training_jobs(experiment, run):
-    """Training job name (`_joint` or a perturbation slug) -> the perturbations it learns."""
+    """Training job name (`_joint`, `_each` or a perturbation slug) -> the perturbations it learns."""
     joint = config["experiments"][experiment]["joint_training"]
     return training_jobs(SPECS[experiment][run], data_info(experiment)["slugs"], joint)
 
@@ -115,8 +115,7 @@ def autoencoder_input(wildcards):
 
 def model_dir(experiment, holdout, run, perturbation):
     """Where the model that predicts one perturbation (slug) of a run is saved."""
-    jobs = run_training_jobs(experiment, run)
-    job = JOINT_JOB if JOINT_JOB in jobs else perturbation
+    job = job_of(run_training_jobs(experiment, run), perturbation)
     return f"results/{experiment}/models/{holdout}/{run}/{job}"
 
 

@@ -31,7 +31,8 @@ rule train_autoencoder:
 
 
 rule train:
-    """One training job of a model run: every perturbation at once (job `_joint`) or one (job = its slug).
+    """One training job of a model run: every perturbation at once (job `_joint`), every one on its own in one
+    job (`_each`, models whose fit takes seconds), or one (job = its slug).
 
     Which jobs a run has is decided by perturbot.experiment.training_jobs alone.
     """
@@ -50,9 +51,9 @@ rule train:
     threads: 1
     resources:
         gpu=GPU_REQUEST,
-        # a joint job holds every perturbation's cells (and networks) at once
-        mem_mb=lambda wc, attempt: (16000 if wc.job == JOINT_JOB else 8000) * attempt,
-        runtime=lambda wc: 720 if wc.job == JOINT_JOB else 480,
+        # a joint or _each job holds every perturbation's cells (and networks) at once
+        mem_mb=lambda wc, attempt: (16000 if wc.job in RUN_JOBS else 8000) * attempt,
+        runtime=lambda wc: 720 if wc.job in RUN_JOBS else 480,
     params:
         spec=spec,
         perturbations=lambda wc: run_training_jobs(wc.experiment, wc.run)[wc.job],

@@ -32,7 +32,7 @@ _REGISTRY: dict[str, str] = {
 }
 
 #: The capability tags a model class declares (see :class:`perturbot.models.base.PerturbationModel`).
-TAGS = ("role", "is_ot", "is_neural", "joint_only", "default_space", "needs_reference_cells", "copies_input", "multi_perturbation")
+TAGS = ("role", "is_ot", "is_neural", "joint_only", "default_space", "needs_reference_cells", "copies_input", "multi_perturbation", "cheap_fit")
 
 
 def register(name: str, path: str) -> None:

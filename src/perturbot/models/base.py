@@ -99,6 +99,9 @@ class PerturbationModel:
     needs_reference_cells: bool = False
     #: Its prediction is the input cells themselves: figures draw it once, as the control cells.
     copies_input: bool = False
+    #: Its fit takes seconds (it learns nothing, or in closed form): the workflow fits every perturbation
+    #: of a run in one job, each on its own (:mod:`perturbot.bundle`), instead of one job each.
+    cheap_fit: bool = False
     #: Name under which such a model's ``fit`` stores its one perturbation.
     single_perturbation: str = "target"
 

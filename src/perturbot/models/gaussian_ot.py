@@ -79,6 +79,7 @@ class GaussianOT(PerturbationModel):
     """
     role = "baseline"
     is_ot = True
+    cheap_fit = True
     default_space = "latent"
 
     name = "gaussian_ot"

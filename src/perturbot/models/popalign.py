@@ -89,6 +89,7 @@ class PopAlign(PerturbationModel):
     """
     role = "baseline"
     default_space = "latent"
+    cheap_fit = True  # a few mixtures, fitted by EM in seconds
 
     name = "popalign"
     multi_perturbation = True

@@ -23,6 +23,7 @@ class ScGen(PerturbationModel):
     """Mean-shift model; closed form, so ``seed``, ``device`` and ``checkpoint`` are unused."""
     role = "baseline"
     default_space = "latent_only"
+    cheap_fit = True
 
     name = "scgen"
     multi_perturbation = True

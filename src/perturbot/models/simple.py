@@ -11,6 +11,7 @@ class Identity(PerturbationModel):
     """Predicts no effect: the control cells are returned unchanged (upper bound on error)."""
     role = "bound"
     copies_input = True
+    cheap_fit = True  # learns nothing (Observed: stores its cells)
 
     def __init__(self, seed: int = 0, device: str = "cpu") -> None:
         self.seed = seed
