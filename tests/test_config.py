@@ -195,3 +195,22 @@ def test_holdouts_from_a_list_file_that_would_share_a_file_are_a_data_error(tmp_
     }
     with pytest.raises(DataError, match=r"sample_ids\.txt \(the holdouts of experiments\.oos\): holdout '101' is listed twice"):
         apply_holdouts_files(config)
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda c: c["experiments"].update(TOY_IID=c["experiments"]["toy_iid"]),
+         "experiments: experiment 'toy_iid' and experiment 'TOY_IID' become the file names 'toy_iid' and 'TOY_IID', "
+         "one file on case-insensitive file systems"),
+        (lambda c: c["datasets"].update(Toy=c["datasets"]["toy"]), "datasets: dataset 'toy' and dataset 'Toy'"),
+        (lambda c: c["experiments"]["toy_iid"].update(models=["identity", {"name": "Identity", "model": "identity"}]),
+         "experiments.toy_iid.models: label 'identity' and label 'Identity' become the file names"),
+    ],
+)
+def test_names_used_as_directories_must_differ_in_more_than_case(mutate, message):
+    config = small_features_config()
+    mutate(config)
+    validate(config, schema=SCHEMA)
+    with pytest.raises(ConfigError, match=message):
+        check_config(config)

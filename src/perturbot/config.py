@@ -213,6 +213,8 @@ def check_config(config: dict) -> None:
     experiments = config.get("experiments", {})
     if not experiments:
         raise ConfigError("the config declares no experiments")
+    _check_distinct_names(list(experiments), "experiments", "experiment")  # results/<experiment>/
+    _check_distinct_names(list(datasets), "datasets", "dataset")  # resources/downloads/<dataset>.verified.json
     for name in config.get("run") or []:
         if name not in experiments:
             raise ConfigError(f"run: unknown experiment {name!r}; declared: {', '.join(experiments)}")
@@ -251,6 +253,17 @@ def check_config(config: dict) -> None:
             labels.add(entry["name"])
             if model_registry.get(model).default_space == "latent_only" and entry.get("space") == "data":
                 raise ConfigError(f"{where}.models.{entry['name']}: {model} only works in the latent space")
+        _check_distinct_names([e["name"] for e in _model_entries(exp)], f"{where}.models", "label")  # .../<run>/
+
+
+def _check_distinct_names(names: list[str], where: str, what: str) -> None:
+    """Names used as directories as they are must differ in more than case (one directory on macOS and Windows)."""
+    from perturbot.slugs import SlugError, check_distinct
+
+    try:
+        check_distinct((name, f"{what} {name!r}") for name in names)
+    except SlugError as err:
+        raise ConfigError(f"{where}: {err}") from None
 
 
 def _check_holdout_names(config: dict, experiment: str) -> None:
