@@ -13,6 +13,7 @@ from perturbot.config import ConfigError
 from perturbot.data.download import DownloadError
 from perturbot.data.io import DataError
 from perturbot.errors import ClearError, describe
+from perturbot.params import ParameterError
 from perturbot.slugs import SlugError
 
 JOB = """
@@ -59,8 +60,9 @@ def test_the_project_errors_are_clear_and_say_what_they_are():
     assert describe(DownloadError("y")) == "Download error: y"
     assert describe(ConfigError("z")) == "Configuration error: z"
     assert describe(SlugError("w")) == "Name error: w"
+    assert describe(ParameterError("cellot.lr: 'fast' is not a number")) == "Hyper-parameter error: cellot.lr: 'fast' is not a number"
     # callers that catch ValueError still catch them; a plain ValueError is not clear
-    for cls in (DataError, DownloadError, ConfigError, SlugError):
+    for cls in (DataError, DownloadError, ConfigError, SlugError, ParameterError):
         assert issubclass(cls, ClearError) and issubclass(cls, ValueError)
     assert not issubclass(ValueError, ClearError)
 

@@ -29,9 +29,13 @@ from typing import Any, Union
 
 import numpy as np
 
+from perturbot.errors import ClearError
 
-class ParameterError(ValueError):
+
+class ParameterError(ClearError, ValueError):
     """A hyper-parameter of the wrong type or outside its range; the message names the key path."""
+
+    kind = "Hyper-parameter error"
 
 
 @dataclass(frozen=True)
