@@ -1,11 +1,9 @@
 """Project metadata that must agree across files."""
 
 import re
-import subprocess
-import sys
 import tomllib
 
-from helpers import REPO
+from helpers import REPO, make
 
 
 def test_snakemake_min_version_agrees_with_pyproject():
@@ -20,7 +18,10 @@ def test_make_clean_removes_stale_checkpoints():
 
 
 def test_snakefile_and_rules_are_formatted_with_snakefmt():
-    """`snakefmt --check` (settings in pyproject.toml) passes on the Snakefile and every rule file."""
-    files = [REPO / "Snakefile", *sorted((REPO / "workflow" / "rules").glob("*.smk"))]
-    proc = subprocess.run([sys.executable, "-m", "snakefmt", "--check", *map(str, files)], capture_output=True, text=True, cwd=REPO)
+    """`make format-check` (CI's formatting job: `snakefmt --check`, settings in pyproject.toml)
+    passes, and it checks the Snakefile and every rule file."""
+    proc = make("format-check")
     assert proc.returncode == 0, f"run `snakefmt Snakefile workflow/rules/`:\n{proc.stderr[-3000:]}"
+    files = ["Snakefile", *(f"workflow/rules/{p.name}" for p in sorted((REPO / "workflow" / "rules").glob("*.smk")))]
+    assert f"All {len(files)} file(s) would be left unchanged" in proc.stderr
+    assert " ".join(files) in proc.stdout

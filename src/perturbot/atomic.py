@@ -7,12 +7,14 @@ written through :func:`atomic_path`.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 
 @contextmanager
@@ -43,6 +45,17 @@ def write_text(path: str | Path, text: str) -> None:
         tmp.write_text(text)
 
 
+def write_json(path: str | Path, obj: Any, **dumps: Any) -> None:
+    """Write ``obj`` as JSON to ``path`` atomically (``dumps``: ``json.dumps``'s keywords, e.g. ``indent``)."""
+    write_text(path, json.dumps(obj, **dumps))
+
+
+def write_csv(frame: Any, path: str | Path, **to_csv: Any) -> None:
+    """Write a pandas table to ``path`` atomically (``to_csv``: ``DataFrame.to_csv``'s keywords)."""
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, **to_csv)
+
+
 def is_temporary(path: str | Path) -> bool:
     """Whether ``path`` is one of :func:`atomic_path`'s temporaries: a hidden, maybe half-written file.
 
@@ -63,6 +76,20 @@ def remove_stale_temporaries(path: str | Path) -> list[Path]:
     stale = sorted(p for p in path.parent.iterdir() if _target_name(p.name) == path.name)
     for p in stale:
         _remove(p)
+    return stale
+
+
+def remove_stale_outputs(*paths: str | Path, within: str | Path | None = None) -> list[Path]:
+    """What killed runs of a job left: the temporaries of each of its outputs ``paths``, and with
+    ``within`` every temporary in that directory and below (a directory the job alone writes, such as a
+    model's, which holds files besides the declared outputs). Called first by the job that owns them.
+    """
+    stale = [p for path in paths for p in remove_stale_temporaries(path)]
+    if within is not None and Path(within).is_dir():
+        for p in sorted(Path(within).rglob(".*")):
+            if is_temporary(p) and (p.exists() or p.is_symlink()):  # not inside one removed already
+                _remove(p)
+                stale.append(p)
     return stale
 
 

@@ -6,7 +6,6 @@ evaluation target, observed's reference cells) is said in :mod:`perturbot.cells`
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from perturbot import models as registry
-from perturbot.atomic import atomic_path
+from perturbot.atomic import atomic_path, write_csv, write_json
 from perturbot.cells import (  # noqa: F401  (the roles of cells, re-exported for the rules' scripts)
     _info,
     evaluation_target,
@@ -124,7 +123,7 @@ def train(
             model.fit(source, training_target(adata, perturbations[0]), **fit_kwargs)
     model.save(out_dir)
     write_history(model, out_dir / "history.csv")
-    (out_dir / "preprocessing.json").write_text(json.dumps(_info(adata)["recipe"], indent=1, default=json_default))
+    write_json(out_dir / "preprocessing.json", _info(adata)["recipe"], indent=1, default=json_default)
     return model
 
 
@@ -132,7 +131,7 @@ def write_history(model: PerturbationModel, path: Path) -> None:
     """history.csv: the model's training log, or just the header for models that do not train."""
     history = getattr(model, "history_", None)
     frame = history if isinstance(history, pd.DataFrame) and not history.empty else pd.DataFrame(columns=["iteration"])
-    frame.to_csv(path, index=False)
+    write_csv(frame, path, index=False)
 
 
 def known_perturbations(model: PerturbationModel) -> list[str]:

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from perturbot.atomic import write_json
 from perturbot.models.autoencoder import AutoEncoder
 from perturbot.models.base import MODEL_JSON, PerturbationModel
 
@@ -85,7 +86,7 @@ class LatentModel(PerturbationModel):
         self.inner.save(directory / INNER_DIR)
         self.autoencoder.save(directory / AUTOENCODER_DIR)
         meta = {"model": LATENT, "inner": INNER_DIR, "autoencoder": AUTOENCODER_DIR}
-        (directory / MODEL_JSON).write_text(json.dumps(meta, indent=2))
+        write_json(directory / MODEL_JSON, meta, indent=2)  # last, and whole: it marks a complete model
         return directory
 
     @classmethod

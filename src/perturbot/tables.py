@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from perturbot.atomic import write_csv
+
 METRICS_COLUMNS = ["experiment", "setting", "holdout", "model", "perturbation", "seed", "n_cells", "draw", "metric", "value"]
 #: Columns of the metrics table that hold names; every other column is a number.
 METRICS_LABELS = ["experiment", "setting", "holdout", "model", "perturbation", "metric"]
@@ -46,5 +48,5 @@ def aggregate_metrics(paths: list[str | Path], out: str | Path) -> pd.DataFrame:
     frame = frame.sort_values(
         ["experiment", "setting", "holdout", "model", "perturbation", "seed", "n_cells", "draw", "metric"], kind="stable"
     )
-    frame.to_csv(out, index=False)
+    write_csv(frame, out, index=False)
     return frame

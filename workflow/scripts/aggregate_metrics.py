@@ -2,11 +2,12 @@
 
 from pathlib import Path
 
-from perturbot.atomic import is_temporary
+from perturbot.atomic import is_temporary, remove_stale_outputs
 from perturbot.tables import aggregate_metrics
 from perturbot.logs import log_to_file
 
 log_to_file(snakemake.log[0])
+remove_stale_outputs(*snakemake.output)
 # one directory per (holdout, run) prediction job, one table per perturbation inside
 tables = sorted(p for d in snakemake.input for p in Path(d).glob("*.csv") if not is_temporary(p))
 aggregate_metrics(tables, snakemake.output[0])

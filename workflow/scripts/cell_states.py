@@ -4,11 +4,13 @@ from pathlib import Path
 
 import anndata as ad
 
+from perturbot.atomic import remove_stale_outputs, write_csv
 from perturbot.cell_states import leiden_states
 from perturbot.cells import model_input
 from perturbot.logs import log_to_file
 
 log_to_file(snakemake.log[0])
+remove_stale_outputs(*snakemake.output)
 data = ad.read_h5ad(Path(snakemake.input.data) / f"{snakemake.wildcards.holdout}.h5ad")
 states = leiden_states(model_input(data), resolution=snakemake.params.resolution, seed=snakemake.params.seed)
-states.rename_axis("cell").to_frame().to_csv(snakemake.output[0])
+write_csv(states.rename_axis("cell").to_frame(), snakemake.output[0])

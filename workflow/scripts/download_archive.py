@@ -1,11 +1,10 @@
 """Rule download_archive: download one archive (once) and verify it; record where it is and its sha256."""
 
-import json
-
+from perturbot.atomic import remove_stale_outputs, write_json
 from perturbot.data.download import fetch_archive
 from perturbot.logs import log_to_file
 
 log_to_file(snakemake.log[0])  # a DownloadError is shown, in the log and on stderr, as 'Download error: <message>'
+remove_stale_outputs(*snakemake.output)
 path, sha256 = fetch_archive(snakemake.params.source, name=snakemake.params.dataset)
-with open(snakemake.output[0], "w") as fh:
-    json.dump({"archive": str(path), "sha256": sha256}, fh, indent=1)
+write_json(snakemake.output[0], {"archive": str(path), "sha256": sha256}, indent=1)

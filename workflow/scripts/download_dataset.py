@@ -1,11 +1,10 @@
 """Rule download_dataset: take a dataset's files out of its verified archive; prepare_data then reads them."""
 
-import json
-
+from perturbot.atomic import remove_stale_outputs, write_json
 from perturbot.data.download import fetch_dataset
 from perturbot.logs import log_to_file
 
 log_to_file(snakemake.log[0])  # a DownloadError or DataError is shown, in the log and on stderr, as its message
+remove_stale_outputs(*snakemake.output)
 files = fetch_dataset(snakemake.params.dataset, name=snakemake.wildcards.dataset, member_hint=snakemake.params.member_hint)
-with open(snakemake.output[0], "w") as fh:
-    json.dump({"dataset": snakemake.wildcards.dataset, **files}, fh, indent=1)
+write_json(snakemake.output[0], {"dataset": snakemake.wildcards.dataset, **files}, indent=1)

@@ -2,8 +2,10 @@
 
 from pathlib import Path
 
+from perturbot.atomic import remove_stale_outputs, write_csv
 from perturbot.logs import log_to_file
 from perturbot.plotting import job_resources
 
 log_to_file(snakemake.log[0])
-job_resources([Path(p).parent / "benchmark.tsv" for p in snakemake.input]).to_csv(snakemake.output[0], index=False)
+remove_stale_outputs(*snakemake.output)
+write_csv(job_resources([Path(p).parent / "benchmark.tsv" for p in snakemake.input]), snakemake.output[0], index=False)

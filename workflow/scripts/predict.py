@@ -2,10 +2,13 @@
 
 from pathlib import Path
 
+from perturbot.atomic import remove_stale_outputs
 from perturbot.experiment import Prediction, predict_and_evaluate
 from perturbot.logs import log_to_file
 
 log_to_file(snakemake.log[0])
+for folder in snakemake.output:  # what a killed run of this job left in its folders
+    remove_stale_outputs(folder, within=folder)
 predict_and_evaluate(
     Path(snakemake.input.data) / f"{snakemake.wildcards.holdout}.h5ad",
     snakemake.params.spec,

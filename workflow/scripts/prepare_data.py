@@ -3,7 +3,7 @@
 import json
 from pathlib import Path
 
-from perturbot.atomic import atomic_path
+from perturbot.atomic import atomic_path, remove_stale_outputs
 from perturbot.data.io import DataError, load_dataset, read_list
 from perturbot.logs import log_to_file
 from perturbot.preprocessing import prepare
@@ -36,6 +36,7 @@ def check_holdouts() -> None:
         )
 
 
+remove_stale_outputs(snakemake.output[0])  # the .data.<pid>.tmp/ folder of a killed run
 with atomic_path(snakemake.output[0]) as tmp:  # never a half-written data directory
     tmp.mkdir()
     check_holdouts()

@@ -1,10 +1,9 @@
 """Rule provenance: what produced these results."""
 
-import json
-
+from perturbot.atomic import remove_stale_outputs, write_json
 from perturbot.logs import log_to_file
 from perturbot.provenance import provenance
 
 log_to_file(snakemake.log[0])
-with open(snakemake.output[0], "w") as fh:
-    json.dump(provenance(snakemake.params.config), fh, indent=2)
+remove_stale_outputs(*snakemake.output)
+write_json(snakemake.output[0], provenance(snakemake.params.config), indent=2)

@@ -6,11 +6,13 @@ import numpy as np
 import pandas as pd
 
 from perturbot import models
+from perturbot.atomic import remove_stale_outputs, write_csv
 from perturbot.data.toy2d import make_2d
 from perturbot.logs import log_to_file
 from perturbot.training import set_threads
 
 log_to_file(snakemake.log[0])
+remove_stale_outputs(*snakemake.output, within=Path(snakemake.output.points).parent)
 set_threads(snakemake.threads)
 settings = snakemake.params.settings
 name = snakemake.wildcards.toy_model
@@ -20,11 +22,12 @@ model = models.get(name)(**params).fit(source, target)
 mapped = model.transport(source)
 out = Path(snakemake.output.points).parent
 model.save(out)
-model.history_.to_csv(snakemake.output.history, index=False)
+write_csv(model.history_, snakemake.output.history, index=False)
 nan = np.full(len(target), np.nan)
-pd.concat(
+points = pd.concat(
     [
         pd.DataFrame({"set": "source", "x": source[:, 0], "y": source[:, 1], "tx": mapped[:, 0], "ty": mapped[:, 1]}),
         pd.DataFrame({"set": "target", "x": target[:, 0], "y": target[:, 1], "tx": nan, "ty": nan}),
     ]
-).to_csv(snakemake.output.points, index=False)
+)
+write_csv(points, snakemake.output.points, index=False)

@@ -2,11 +2,13 @@
 
 from pathlib import Path
 
+from perturbot.atomic import remove_stale_outputs
 from perturbot.experiment import train
 from perturbot.logs import log_to_file
 
 log_to_file(snakemake.log[0])
 model_dir = Path(snakemake.output.model).parent
+remove_stale_outputs(*snakemake.output, within=model_dir)  # what a killed run of this job left
 data = Path(snakemake.input.data) / f"{snakemake.wildcards.holdout}.h5ad"
 autoencoder = Path(snakemake.input.autoencoder).parent if snakemake.input.autoencoder else None
 train(

@@ -1,14 +1,15 @@
 """Rule train_autoencoder: a shared autoencoder, keyed by the data and settings it is trained on."""
 
-import json
 from pathlib import Path
 
+from perturbot.atomic import remove_stale_outputs, write_json
 from perturbot.experiment import train_autoencoder
 from perturbot.logs import log_to_file
 
 log_to_file(snakemake.log[0])
 run = snakemake.params.run
 out_dir = Path(snakemake.output.model).parent
+remove_stale_outputs(*snakemake.output, within=out_dir)  # what a killed run of this job left
 train_autoencoder(
     Path(snakemake.input.data) / f"{run['holdout']}.h5ad",
     out_dir,
@@ -19,4 +20,4 @@ train_autoencoder(
     threads=snakemake.threads,
 )
 # what this autoencoder was trained on, for people reading results/autoencoders/
-(out_dir / "trained_on.json").write_text(json.dumps(run, indent=1, default=str))
+write_json(out_dir / "trained_on.json", run, indent=1, default=str)

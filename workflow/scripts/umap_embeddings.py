@@ -5,13 +5,14 @@ from pathlib import Path
 import anndata as ad
 import numpy as np
 
-from perturbot.atomic import atomic_path
+from perturbot.atomic import atomic_path, remove_stale_outputs
 from perturbot.cells import evaluation_target, model_input
 from perturbot.embedding import CONTROL, OBSERVED, joint_embedding
 from perturbot.logs import log_to_file
 from perturbot.plotting.style import model_order
 
 log_to_file(snakemake.log[0])
+remove_stale_outputs(*snakemake.output)
 kinds = snakemake.params.kinds
 data = ad.read_h5ad(Path(snakemake.input.data) / f"{snakemake.params.holdout}.h5ad")
 control = np.asarray(model_input(data).X)

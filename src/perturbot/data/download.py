@@ -25,6 +25,7 @@ from urllib.parse import unquote, urlparse
 import pooch
 import requests
 
+from perturbot.atomic import write_text
 from perturbot.data.io import DataError
 
 DEFAULT_CACHE = "resources/downloads"
@@ -178,7 +179,7 @@ def fetch_archive(
             )
     if given is None:
         if recorded is None:
-            record.write_text(f"{actual}  {archive.name}\n")
+            write_text(record, f"{actual}  {archive.name}\n")
         _warn_unverified(name, archive, actual, record)
     return archive, actual
 

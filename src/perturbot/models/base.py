@@ -20,6 +20,7 @@ import pandas as pd
 import torch
 from safetensors.torch import load_file, save_file
 
+from perturbot.atomic import atomic_path, write_json
 from perturbot.params import Interval, validate_params
 
 MODEL_JSON = "model.json"
@@ -228,7 +229,8 @@ class PerturbationModel:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         tensors = {k: v.detach().cpu().contiguous() for k, v in self._get_tensors().items()}
-        save_file(tensors, str(directory / WEIGHTS_FILE))
+        with atomic_path(directory / WEIGHTS_FILE) as tmp:  # each file whole; model.json, read first, last
+            save_file(tensors, str(tmp))
         from perturbot.models import name_of
 
         meta = {
@@ -237,7 +239,7 @@ class PerturbationModel:
             "params": self.get_params(),
             "state": self._get_state(),
         }
-        (directory / MODEL_JSON).write_text(json.dumps(meta, indent=2, default=json_default))
+        write_json(directory / MODEL_JSON, meta, indent=2, default=json_default)
         return directory
 
     @classmethod

@@ -127,8 +127,12 @@ def is_bound(label: str, kinds: Kinds | None = None) -> bool:
 
 def save_figure(fig: plt.Figure, pdf_path: str | Path) -> None:
     """Write the PDF (fonts embedded) and a PNG preview beside it."""
+    from perturbot.atomic import atomic_path, remove_stale_outputs
+
     pdf_path = Path(pdf_path)
-    pdf_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(pdf_path)
-    fig.savefig(pdf_path.with_suffix(".png"), dpi=150)
+    png_path = pdf_path.with_suffix(".png")
+    remove_stale_outputs(pdf_path, png_path)  # a killed figure job's half-written files
+    for path, options in ((pdf_path, {}), (png_path, {"dpi": 150})):
+        with atomic_path(path) as tmp:  # the temporary keeps the suffix that names the format
+            fig.savefig(tmp, **options)
     plt.close(fig)

