@@ -1,10 +1,11 @@
-"""The workflow end to end on tiny configs, its dry runs, and its refusals of bad input."""
+"""The workflow end to end on tiny configs, a dry run, and its refusals of bad input.
+
+The dry run of every shipped config is `make dryrun`, run by tests/test_ci.py."""
 
 
 import pandas as pd
 import pytest
-import yaml
-from helpers import REPO, run_workflow, small_features_config
+from helpers import run_workflow, small_features_config
 
 pytestmark = pytest.mark.slow
 
@@ -41,15 +42,6 @@ def test_bounds_end_to_end_and_reproducible(tmp_path):
 def test_configfile_replaces_the_demo_config(tmp_path):
     proc = run_workflow(tmp_path, small_features_config(), "-n", "--cores", "1")
     assert "toy_iid" in proc.stdout and "demo_iid" not in proc.stdout
-
-
-@pytest.mark.parametrize("config_path", [REPO / "config.yaml", *sorted((REPO / "configs").glob("*.yaml"))], ids=lambda p: p.name)
-def test_dry_run_of_every_shipped_config(tmp_path, config_path):
-    config = yaml.safe_load(config_path.read_text())
-    for dataset in config["datasets"].values():  # local files are relative to the repository
-        if isinstance(dataset.get("source"), str) and dataset["source"] != "synthetic":
-            dataset["source"] = str((REPO / dataset["source"]).resolve())
-    run_workflow(tmp_path, config, "-n", "--cores", "2")
 
 
 def test_unknown_config_key_stops_before_any_job(tmp_path):
