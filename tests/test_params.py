@@ -102,6 +102,14 @@ def test_top_level_model_params_are_checked_under_their_own_path():
         check_config(config)
 
 
+def test_the_toy_maps_hyper_parameters_are_checked_and_converted():
+    config = small_features_config()
+    config["toy_maps"] = {"model_params": {"w1ot": {"n_iters_potential": "1.5e3"}, "cellot": {"lr": "fast"}}}
+    with pytest.raises(ConfigError, match=r"^toy_maps\.model_params\.cellot\.lr: 'fast' is not a number"):
+        check_config(config)
+    assert config["toy_maps"]["model_params"]["w1ot"] == {"n_iters_potential": 1500}
+
+
 def test_a_refused_value_leaves_the_config_as_it_was():
     config = small_features_config(models=[{"name": "cellot", "params": {"lr": "1e-3", "n_iters": "x"}}])
     before = copy.deepcopy(config)

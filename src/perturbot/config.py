@@ -224,6 +224,8 @@ def check_config(config: dict) -> None:
         neural_ot = [name for name in model_registry.available() if is_neural_ot(name)]
         if model not in neural_ot:
             raise ConfigError(f"toy_maps.models: {model!r} is not a neural transport model; choose from {', '.join(neural_ot)}")
+    for model, params in config.get("toy_maps", {}).get("model_params", {}).items():
+        _check_params(model, params, f"toy_maps.model_params.{model}")
     for exp_name, exp in experiments.items():
         where = f"experiments.{exp_name}"
         if exp["dataset"] not in datasets:

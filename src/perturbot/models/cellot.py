@@ -71,8 +71,8 @@ import torch
 from perturbot import training
 from perturbot.fingerprint import fit_arrays
 from perturbot.models.base import PerturbationModel, as_float_array
-from perturbot.params import Interval, Options
 from perturbot.nn.icnn import ACTIVATIONS, StackedICNN
+from perturbot.params import Interval, Options
 
 #: Rows per forward pass at inference, to bound memory on large inputs.
 CHUNK = 16384
