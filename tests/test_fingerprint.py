@@ -97,6 +97,18 @@ def test_other_cells_of_the_same_width_start_afresh(tmp_path, monkeypatch, caplo
     np.testing.assert_array_equal(refit.transport(other[0]), straight.transport(other[0]))
 
 
+def test_other_network_widths_start_afresh_instead_of_a_size_mismatch(tmp_path, monkeypatch, caplog):
+    cls, params, _, _ = SMALL["w1ot"]
+    source, target = _cells()
+    checkpoint = tmp_path / "ckpt.pt"
+    _killed_after_first_checkpoint(monkeypatch, cls(**params), source, target, checkpoint)
+    wider = {**params, "hidden_units": (16, 16)}
+    with caplog.at_level(logging.WARNING, logger="perturbot.training"):
+        refit = cls(**wider).fit(source, target, checkpoint=str(checkpoint))  # no load_state_dict size mismatch
+    assert "hidden_units: [8, 8] -> [16, 16]" in caplog.text
+    np.testing.assert_array_equal(refit.transport(source), cls(**wider).fit(source, target).transport(source))
+
+
 def test_the_same_run_resumes_and_stores_its_fingerprint(tmp_path, monkeypatch, caplog):
     cls, params, _, _ = SMALL["otfm"]
     source, target = _cells()
