@@ -168,3 +168,37 @@ def test_differences_name_each_changed_key():
     new = {"class": "C", "data": "2", "params": {"lr": 0.0001, "seed": 0}}
     assert differences(old, new) == ["data: '1' -> '2'", "lr: 0.01 -> 0.0001"]
     assert differences(None, new) == ["the checkpoint has no fingerprint (written by an older perturbot)"]
+
+
+# ------------------------------------------------------------- the workflow: a killed job, an edited config
+@pytest.mark.slow
+def test_an_edited_config_reruns_a_killed_training_afresh(tmp_path):
+    """Killed mid-training, the config's lr lowered (as CellOT's divergence message advises), rerun:
+    the job's log names the change and the metrics are those of a run at the new lr from the start."""
+    import os
+    import signal
+
+    import pandas as pd
+    from helpers import run_workflow
+    from test_resume import CELLOT, METRICS, _config, _start_workflow, _tail, _wait_for
+
+    first = _config()
+    first["experiments"]["toy_iid"]["model_params"]["cellot"] = {**CELLOT, "lr": 1e-3}
+    edited = _config()
+    edited["experiments"]["toy_iid"]["model_params"]["cellot"] = {**CELLOT, "lr": 5e-4}
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    reference = _start_workflow(straight, edited)  # the edited config, uninterrupted, alongside
+    proc = _start_workflow(killed, first)
+    try:
+        _wait_for("results/.checkpoints/toy_iid/*/cellot/*.pt", killed, proc)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+    run_workflow(killed, edited, "--unlock")
+    run_workflow(killed, edited, "--cores", "1", "--rerun-incomplete", METRICS)
+    log = next((killed / "results/toy_iid/logs/train").rglob("cellot/*.log")).read_text()
+    assert "belongs to another run (lr: 0.001 -> 0.0005); starting afresh" in log
+    assert "resuming from checkpoint" not in log
+    assert reference.wait(timeout=600) == 0, _tail(straight)
+    pd.testing.assert_frame_equal(pd.read_csv(killed / METRICS), pd.read_csv(straight / METRICS))
