@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import typing
 
 import numpy as np
@@ -181,3 +182,22 @@ def test_interval_and_options_say_what_they_allow():
     assert str(Interval(0, 1, closed="left")) == "in [0, 1)"
     assert 0 in Interval(0) and 0 not in Interval(0, closed="neither") and 1 not in Interval(0, 1, closed="left")
     assert str(Options(("auto",))) == "'auto'" and str(Options({"a": 1, "b": 2})) == "one of 'a', 'b'"
+
+
+# ------------------------------------------------------------------ the Snakefile, at start-up
+@pytest.mark.slow
+def test_the_workflow_stops_at_start_up_on_a_bad_value_and_trains_with_converted_ones(tmp_path):
+    from helpers import run_workflow
+
+    bad = small_features_config(models=[{"name": "cellot", "params": {"lr": "abc", "n_iters": "1e2"}}])
+    proc = run_workflow(tmp_path / "bad", bad, "-n", check=False)
+    assert proc.returncode != 0
+    assert ("Invalid configuration: experiments.toy_iid.models.cellot.lr: 'abc' is not a number"
+            in proc.stderr + proc.stdout), (proc.stderr + proc.stdout)[-3000:]
+    assert not (tmp_path / "bad" / "results").exists()  # before any job
+    # what YAML gives for `lr: 1e-3` and `n_iters: 2e1` trains (it died with a TypeError in the job before)
+    params = {"lr": "1e-3", "n_iters": "2e1", "eval_every": "1e1", "hidden_units": [8], "val_size": 20}
+    good = small_features_config(models=[{"name": "cellot", "params": params}])
+    run_workflow(tmp_path / "good", good, "--cores", "1", "results/toy_iid/metrics.csv")
+    saved = [json.loads(p.read_text()) for p in (tmp_path / "good" / "results").rglob("cellot/*/model.json")]
+    assert saved and all(m["params"]["lr"] == 0.001 and m["params"]["n_iters"] == 20 for m in saved)
