@@ -57,7 +57,7 @@ def test_numbers_from_model_params_and_the_autoencoder_are_converted_too():
     [
         ('models: [{name: cellot, params: {standardize: "false"}}]',
          "experiments.toy_iid.models.cellot.standardize: 'false' is a string, not a boolean (write true or false "
-         "without quotes); standardize must be true or false or None (null)"),
+         "without quotes); standardize must be true, false or None (null)"),
         ("models: [{name: cellot, params: {lr: abc}}]",
          "experiments.toy_iid.models.cellot.lr: 'abc' is not a number; lr must be a number > 0 or None (null)"),
         ("models: [{name: cellot, params: {n_iters: 0}}]",
@@ -153,6 +153,9 @@ def test_numpy_numbers_and_tuples_are_accepted_at_fit():
                                                    "hidden_units": (8, np.int32(8)), "keep_best": np.bool_(True)},
                               "OTFlowMatching", convert=False)
     assert checked["hidden_units"] == (8, 8)
+    assert validate_params(models.get("otfm"), {"hidden_units": np.array([4, 4])}, "x", convert=False)["hidden_units"] == [4, 4]
+    with pytest.raises(ParameterError, match=r"keep_best must be true or false$"):
+        validate_params(models.get("otfm"), {"keep_best": "yes"}, "OTFlowMatching", convert=True)
 
 
 # ------------------------------------------------------------------ every model's declarations

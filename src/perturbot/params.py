@@ -170,6 +170,8 @@ def _check_one(value: Any, hint: Any, rules: tuple[Constraint, ...], convert: bo
                 raise _Rejected(f"is not {rule}")
         return value
     if origin in (tuple, list, Sequence, typing.get_origin(Sequence[int])):
+        if isinstance(value, np.ndarray) and value.ndim == 1:
+            value = value.tolist()
         if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, (list, tuple)):
             raise _Rejected(f"is {_a(value)}, not a list")
         args = typing.get_args(hint)
@@ -211,7 +213,7 @@ def describe(hint: Any, rules: tuple[Constraint, ...], plural: bool = False) -> 
         if member is type(None):
             continue
         if member is bool:
-            words.append("true or false")
+            words.extend(["true", "false"])
         elif member in (int, float):
             ranges = " ".join(str(r) for r in rules if isinstance(r, Interval))
             kind = ("integers" if plural else "an integer") if member is int else ("numbers" if plural else "a number")
