@@ -12,7 +12,7 @@ CONFIGS ?= config.yaml $(sort $(wildcard configs/*.yaml))
 LINT_CONFIGS ?= config.yaml configs/paper.yaml
 RULE_FILES := Snakefile $(sort $(wildcard workflow/rules/*.smk))
 
-.PHONY: demo test bench dryrun lint format-check clean
+.PHONY: demo test bench dryrun lint format-check containerize clean
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -49,6 +49,17 @@ lint: $(STAMP)
 # line length from pyproject.toml ([tool.snakefmt]); `snakefmt Snakefile workflow/rules/` fixes
 format-check: $(STAMP)
 	$(SNAKEFMT) --check $(RULE_FILES)
+
+# The Dockerfile of the Snakefile's containerized: image: `snakemake --containerize` (every env
+# of envs/; it needs conda on PATH, for conda's platform), plus one line: the image's solver
+# takes the CUDA build of pytorch, as on a machine with a GPU driver (it runs on CPUs too).
+# tests/test_ci.py checks that the committed Dockerfile is what this writes.
+DOCKERFILE ?= Dockerfile
+containerize: $(STAMP)
+	$(SNAKEMAKE) --containerize --nolock --configfile config.yaml > $(DOCKERFILE).tmp || { rm -f $(DOCKERFILE).tmp; exit 1; }
+	awk '{ print } /^LABEL io.github.snakemake.conda_env_hash=/ { print "ENV CONDA_OVERRIDE_CUDA=12" }' \
+		$(DOCKERFILE).tmp > $(DOCKERFILE)
+	rm $(DOCKERFILE).tmp
 
 clean:
 	rm -rf results/* results/.checkpoints .snakemake

@@ -33,6 +33,12 @@ if not workflow.overwrite_configfiles:
 report: "workflow/report/workflow.rst"
 
 
+# For clusters without conda: an Apptainer image holding the three environments of envs/,
+# built from the committed Dockerfile (`make containerize` writes it; docs/cluster.md). Used
+# only with --software-deployment-method conda apptainer; without it, this line changes nothing.
+containerized: os.path.join(workflow.basedir, "perturbot.sif")
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/common_figures.smk"
 include: "workflow/rules/data.smk"

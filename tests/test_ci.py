@@ -1,4 +1,4 @@
-"""The CI workflow (.github/workflows/ci.yml) and the make targets it calls, checked without GitHub.
+"""The CI workflow (.github/workflows/ci.yml), the make targets it calls and the Dockerfile, checked without GitHub.
 
 actionlint validates the workflow file; every step that needs neither conda nor GitHub is a
 make target that a test here (or test_project.py, test_envs.py) runs; the dry-run matrix must
@@ -7,6 +7,7 @@ list every shipped config; tests that read ../shared/data must skip, not fail, w
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -164,3 +165,43 @@ def test_no_test_reads_shared_data_but_through_the_fixture():
         and re.search(r"SHARED_DATA|\.\./shared|['\"]shared['\"]", p.read_text())
     ]
     assert not readers, f"use the shared_data fixture (it skips when ../shared is absent): {readers}"
+
+
+# What `snakemake --containerize` asks conda: its platform (for pin files), version and channel priority.
+CONDA_STAND_IN = """#!/bin/sh
+case "$*" in
+  "info --json") echo '{"platform": "linux-64", "conda_prefix": "/opt/conda", "conda_version": "25.1.1"}' ;;
+  "--version") echo "conda 25.1.1" ;;
+  "config --get channel_priority --json") echo '{"get": {"channel_priority": "strict"}, "rc": 0}' ;;
+  *) echo "conda stand-in: $*" >&2; exit 1 ;;
+esac
+"""
+
+
+def test_dockerfile_is_in_step_with_envs(tmp_path):
+    """The committed Dockerfile is what `make containerize` writes from envs/ now.
+
+    Conda is not needed for its content: a stand-in on PATH answers snakemake's questions about
+    the installation (platform linux-64, the image's; no env has a pin file that would depend on it).
+    """
+    assert not list((REPO / "envs").glob("*.pin.txt"))
+    stand_in = tmp_path / "bin" / "conda"
+    stand_in.parent.mkdir()
+    stand_in.write_text(CONDA_STAND_IN)
+    stand_in.chmod(0o755)
+    out = tmp_path / "Dockerfile"
+    proc = make("containerize", f"DOCKERFILE={out}", env={**os.environ, "PATH": f"{stand_in.parent}:{os.environ['PATH']}"})
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    assert out.read_text() == (REPO / "Dockerfile").read_text(), (
+        "Dockerfile is out of step with envs/: run `make containerize` (needs conda) and commit it"
+    )
+    committed = (REPO / "Dockerfile").read_text()
+    for env in sorted((REPO / "envs").glob("*.yaml")):
+        assert re.search(rf"^COPY envs/{env.name} /conda-envs/\w+/environment.yaml$", committed, re.M), env.name
+    assert "ENV CONDA_OVERRIDE_CUDA=12" in committed
+
+
+def test_snakefile_names_the_container_image():
+    snakefile = (REPO / "Snakefile").read_text()
+    assert re.search(r'^containerized: os\.path\.join\(workflow\.basedir, "perturbot\.sif"\)$', snakefile, re.M)
+    assert "*.sif" in (REPO / ".gitignore").read_text().split()
