@@ -342,6 +342,56 @@ def test_small_populations_shrink_the_batch_and_skip_validation():
     assert model.transport(source).shape == (8, 3)
 
 
+def _common_and_rare(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Control cells, a common drug's cells and a rare drug's 8 (too few to carve validation cells from)."""
+    source = rng.normal(size=(200, 3)).astype(np.float32)
+    common = (rng.normal(size=(150, 3)) + 1).astype(np.float32)
+    rare = (rng.normal(size=(8, 3)) - 1).astype(np.float32)
+    return source, common, rare
+
+
+def _trainer(model: CellOT, source: np.ndarray, targets: dict[str, np.ndarray]) -> _Trainer:
+    """The training run fit_many would start (its batches, validation cells and initial weights)."""
+    model.settings_ = model._check_params()
+    return _Trainer(model, model.settings_, source, list(targets.values()), list(targets), torch.device("cpu"))
+
+
+@pytest.mark.parametrize("solver", ["minmax", "amortized", "cycle"])
+def test_a_rare_perturbation_does_not_shrink_the_others_batch(solver):
+    """Joint training gives every perturbation the batch it gets alone (issue 23.9): not the rarest one's."""
+    source, common, rare = _common_and_rare(np.random.default_rng(0))
+    model = CellOT(solver=solver, batch_size=64, n_iters=2, n_inner_iters=1, eval_every=1, conjugate_iters=2,
+                   device="cpu")
+    alone = [_trainer(model, source, {"common": common}).batch, _trainer(model, source, {"rare": rare}).batch]
+    joint = _trainer(model, source, {"common": common, "rare": rare})
+    assert alone == [64, 8]
+    assert joint.batches == alone
+    assert joint._source_batch().shape == joint._target_batch().shape == (2, 64, 3)
+    # each row is averaged over its own batch: the rare drug's first 8 cells, the common drug's 64
+    values = torch.randn(2, 64, requires_grad=True)
+    joint._mean(values).sum().backward()
+    torch.testing.assert_close(values.grad[0], torch.full((64,), 1 / 64))
+    torch.testing.assert_close(values.grad[1, :8], torch.full((8,), 1 / 8))
+    assert (values.grad[1, 8:] == 0).all()
+    fitted = model.fit_many(source, {"common": common, "rare": rare})  # every solver's losses take that mean
+    assert np.isfinite(fitted.transport(source[:5], "rare")).all()
+
+
+def test_a_perturbation_without_validation_cells_leaves_the_others_validated():
+    """The common drug still selects its weights on validation; the rare one keeps its last (issue 23.9)."""
+    source, common, rare = _common_and_rare(np.random.default_rng(1))
+    model = CellOT(batch_size=64, n_iters=30, n_inner_iters=1, lr=1e-3, eval_every=5, patience=1, device="cpu")
+    start = _trainer(model, source, {"common": common, "rare": rare})
+    model.fit_many(source, {"common": common, "rare": rare})
+    scores = model.history_.set_index(["perturbation", "iteration"])["val_mmd"]
+    assert scores["common"].notna().all() and len(scores["common"]) == 6
+    assert scores["rare"].isna().all()
+    assert model.best_iteration_[0] == scores["common"].idxmin()
+    # without validation cells the rare drug never stalls, as alone: no early stop, its last weights kept
+    assert model.n_iter_ == 30 and model.best_iteration_[1] == 30
+    assert not torch.equal(model.g_.state_dict()["A"][1], start.g.state_dict()["A"][1])
+
+
 # ----------------------------------------------------------------- presets
 def test_paper_preset_is_unchanged():
     """Predictions of a tiny paper-preset run, recorded before presets existed."""

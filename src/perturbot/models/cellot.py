@@ -16,7 +16,12 @@ loader; ``T`` is the network's explicitly written-out gradient rather than an
 ``autograd.grad`` call; and ``fit_many`` trains the maps of P perturbations
 as one stacked model (weights of shape ``(P, out, in)``, batched matmuls). The
 P problems stay independent: each has its own potentials, batches, Adam state
-(Adam is element-wise) and kept best weights.
+(Adam is element-wise) and kept best weights. Each keeps the batch size and
+the validation it would get alone: perturbation p's batches hold
+``min(batch_size, source cells, its training cells)`` cells (the batched
+products run on the largest and average each row over its own first cells),
+and a perturbation without validation cells keeps its last weights while the
+others still select theirs (no early stop then, as when it trains alone).
 
 ``preset`` picks the training recipe: ``"paper"`` (the default) is the above,
 exactly; ``"fast"`` standardises the inputs with one scale (which keeps the W2
@@ -512,10 +517,20 @@ class _Trainer:
             padded[p, : len(t)] = t
         self.tgt = torch.from_numpy(padded).to(device)
         self.rows = torch.arange(self.P, device=device).unsqueeze(1)
-        self.batch = int(min(hp.batch_size, len(self.src), *sizes))
-        self.validate = len(self.src_val) > 0 and all(len(v) > 0 for v in self.tgt_val)
+        # each perturbation's batch is the one it would get alone: a rare one does not shrink the others'
+        self.batches = [int(min(hp.batch_size, len(self.src), n)) for n in sizes]
+        self.batch = max(self.batches)  # the columns of the batched products
+        self.column_weights = None  # (P, batch): 1 / b_p on row p's first b_p columns, 0 after them
+        if min(self.batches) < self.batch:
+            b = torch.tensor(self.batches, device=device)
+            cols = torch.arange(self.batch, device=device).unsqueeze(0)
+            self.column_weights = torch.where(cols < b.unsqueeze(1), 1.0 / b.unsqueeze(1).float(), 0.0)
+        # a perturbation without validation cells keeps its last weights; the others select theirs
+        self.validated = torch.tensor([len(self.src_val) > 0 and len(v) > 0 for v in self.tgt_val])
+        self.validate = bool(self.validated.any())
         # what the kept weights are selected by, per perturbation, in the data's units
-        self.scores = [training.SelectionScore(hp.criterion, self._to_data_units(v)) for v in self.tgt_val]
+        self.scores = [training.SelectionScore(hp.criterion, self._to_data_units(v)) if ok else None
+                       for v, ok in zip(self.tgt_val, self.validated.tolist())]
 
         init = training.make_generator(int(init_seed))  # on CPU: same weights on every device
         self.f = model._new_network(self.P, source.shape[1], init).to(device)
@@ -564,11 +579,17 @@ class _Trainer:
         idx = torch.minimum(idx, self.tgt_sizes.long().unsqueeze(1) - 1)
         return self.tgt[self.rows, idx]
 
+    def _mean(self, values: torch.Tensor) -> torch.Tensor:
+        """Per perturbation, the mean of a (P, batch) tensor over its own batch (its first b_p columns)."""
+        if self.column_weights is None:
+            return values.mean(1)
+        return (values * self.column_weights).sum(1)
+
     # ---------------------------------------------------------------- steps
     def _g_step(self) -> torch.Tensor:
         x = self._source_batch()
         tx = self.g.gradient(x)
-        loss = (self.f(tx) - (x * tx).sum(-1)).mean(1)
+        loss = self._mean(self.f(tx) - (x * tx).sum(-1))
         if self.model.fnorm_penalty > 0:
             loss = loss + self.model.fnorm_penalty * self.g.negative_weight_penalty()
         grads = torch.autograd.grad(loss.sum(), self.g_params)
@@ -582,7 +603,7 @@ class _Trainer:
         with torch.no_grad():
             tx = self.g.gradient(x)
         values = self.f(torch.cat([y, tx], dim=1))
-        loss = values[:, : self.batch].mean(1) - values[:, self.batch :].mean(1)
+        loss = self._mean(values[:, : self.batch]) - self._mean(values[:, self.batch :])
         grads = torch.autograd.grad(loss.sum(), self.f_params)
         for param, grad in zip(self.f_params, grads):
             param.grad = grad.contiguous()  # fused CPU Adam misreads strided gradients
@@ -622,6 +643,8 @@ class _Trainer:
             x_sq = (self.src_val**2).sum(-1).mean()
             scale, _ = self._units()
             for p, y in enumerate(self.tgt_val):
+                if not self.validated[p]:
+                    continue
                 # in the data's units, where the criterion's bandwidths and distances are meant
                 score[p] = self.scores[p](self._to_data_units(tx[p]))
                 target_dual = self._target_dual(p, y)
@@ -680,7 +703,8 @@ class _Trainer:
 
     def _converged(self) -> bool:
         patience = int(self.hp.patience)
-        return patience > 0 and self.validate and bool((self.stalled >= patience).all())
+        # a perturbation without validation cells never stalls: it trains for n_iters, as it would alone
+        return patience > 0 and bool(self.validated.all()) and bool((self.stalled >= patience).all())
 
     # ----------------------------------------------------------- checkpoint
     def _state(self) -> dict[str, Any]:
@@ -746,6 +770,12 @@ class _Trainer:
                 if it < n_iters and checkpoint.due(it):
                     checkpoint.save(self._state())
         if self.validate:
+            if not self.validated.all():  # those without validation cells keep their last weights
+                last = (~self.validated).to(self.device)
+                for best, net in ((self.best_f, self.f), (self.best_g, self.g)):
+                    for key, value in net.state_dict().items():
+                        best[key] = torch.where(last.view(-1, *([1] * (value.dim() - 1))), value, best[key])
+                self.best_iteration[~self.validated] = self.iteration
             self.f.load_state_dict(self.best_f)
             self.g.load_state_dict(self.best_g)
             best_iteration = [int(i) for i in self.best_iteration]
@@ -776,14 +806,15 @@ class _AmortizedTrainer(_Trainer):
         """One Adam step on ``mean g(x) + mean[<x_hat, y> - g(x_hat)]``, then clamp g convex."""
         values = self.g(torch.cat([x, x_hat], dim=1))
         g_star = (x_hat * y).sum(-1) - values[:, self.batch :]
-        loss = values[:, : self.batch].mean(1) + g_star.mean(1)
+        loss = self._mean(values[:, : self.batch]) + self._mean(g_star)
         self._step(loss, self.g_params, self.opt_g)
         self.g.clamp_weights_()
         return loss.detach()
 
     def _regression_step(self, guess: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
         """One Adam step on the amortisation loss ``mean ||grad f(y) - x_hat||^2`` (per coordinate)."""
-        loss = (guess - x_hat).square().mean((1, 2))
+        sq = (guess - x_hat).square()
+        loss = sq.mean((1, 2)) if self.column_weights is None else self._mean(sq.mean(2))
         self._step(loss, self.f_params, self.opt_f)
         return loss.detach()
 
@@ -831,8 +862,8 @@ class _CycleTrainer(_Trainer):
         # the dual sees f's guess as a point (envelope theorem: where it is the maximiser, g's gradient
         # is E grad_w g(x) - E grad_w g(x_hat)); f learns only from the cycle, towards that maximiser
         values = self.g(torch.cat([x, x_hat.detach()], dim=1))
-        dual = values[:, : self.batch].mean(1) + ((x_hat.detach() * y).sum(-1) - values[:, self.batch :]).mean(1)
-        cycle = (self.g.gradient(x_hat) - y).square().sum(-1).mean(1)
+        dual = self._mean(values[:, : self.batch]) + self._mean((x_hat.detach() * y).sum(-1) - values[:, self.batch :])
+        cycle = self._mean((self.g.gradient(x_hat) - y).square().sum(-1))
         loss = dual + self.cycle_weight * cycle
         params = self.g_params + self.f_params
         grads = torch.autograd.grad(loss.sum(), params)
