@@ -23,7 +23,7 @@ def test_defaults_are_filled():
     config = validated(small_features_config())
     exp = config["experiments"]["toy_iid"]
     assert exp["test_fraction"] == 0.2 and exp["n_hvg"] == 1000 and exp["n_markers"] == 50
-    assert exp["setting"] == "iid" and exp["joint_training"] is False
+    assert exp["setting"] == "iid" and exp["joint_training"] == "auto" and exp["joint_training_threshold"] == 50
     assert config["model_params"] == {}
     assert holdouts(config, "toy_iid") == ["all"]
 
@@ -36,6 +36,8 @@ def test_defaults_are_filled():
         (("datasets", "toy", "conditon_key"), "drug", "conditon_key"),
         (("experiments", "toy_iid", "setting"), "crossval", "crossval"),
         (("device",), "tpu", "tpu"),
+        (("experiments", "toy_iid", "joint_training"), "sometimes", "sometimes.*auto"),
+        (("experiments", "toy_iid", "joint_training_threshold"), -1, "-1"),
     ],
 )
 def test_schema_rejects_unknown_keys_and_values(path, value, message):

@@ -3,11 +3,12 @@ import os
 import re
 
 from snakemake.exceptions import WorkflowError
+from snakemake.logging import logger
 from snakemake.utils import validate
 
 from perturbot.data.catalog import apply_holdouts_files, resolve_catalog_entries
 from perturbot.data.io import DataError
-from perturbot.experiment import RUN_JOBS, job_of, training_jobs
+from perturbot.experiment import RUN_JOBS, auto_joint, auto_joint_note, job_of, training_jobs
 from perturbot.models import get as get_model
 from perturbot.models.autoencoder import AutoEncoder
 from perturbot.config import (
@@ -61,15 +62,44 @@ def uses_autoencoder(experiment):
 
 def run_training_jobs(experiment, run):
     """Training job name (`_joint`, `_each` or a perturbation slug) -> the perturbations it learns."""
-    joint = config["experiments"][experiment]["joint_training"]
-    return training_jobs(SPECS[experiment][run], data_info(experiment)["slugs"], joint)
+    exp = config["experiments"][experiment]
+    slugs = data_info(experiment)["slugs"]
+    jobs = training_jobs(SPECS[experiment][run], slugs, exp["joint_training"], exp["joint_training_threshold"])
+    note = auto_joint_training_note(experiment, run)
+    if note and (experiment, run) not in AUTO_JOINT_SAID:  # once per run, in the dry run's output too
+        AUTO_JOINT_SAID.add((experiment, run))
+        logger.info(f"{experiment}: {note}")
+    return jobs
+
+
+AUTO_JOINT_SAID = set()
+
+
+def auto_joint_training_note(experiment, run):
+    """What the dry run and the run's log (.snakemake/log/) say when `joint_training: auto` chose one job (else None)."""
+    exp, s = config["experiments"][experiment], SPECS[experiment][run]
+    n = len(data_info(experiment)["slugs"])
+    if auto_joint(s.model, n, exp["joint_training"], exp["joint_training_threshold"]):
+        return auto_joint_note(s, n, exp["joint_training_threshold"])
+    return None
 
 
 def data_info(experiment):
-    """Perturbations of an experiment, known once its data are prepared (a checkpoint)."""
-    data_dir = checkpoints.prepare_data.get(experiment=experiment).output[0]
-    with open(f"{data_dir}/perturbations.json") as fh:
-        return json.load(fh)
+    """Perturbations of an experiment, known once its data are prepared (a checkpoint).
+
+    Read once per version of the file: the DAG asks for it per job and per perturbation,
+    and a screen's list parsed 40,000 times was most of its dry run.
+    """
+    path = f"{checkpoints.prepare_data.get(experiment=experiment).output[0]}/perturbations.json"
+    stat = os.stat(path)
+    key = (path, stat.st_mtime_ns, stat.st_size)
+    if DATA_INFO.get(experiment, (None,))[0] != key:
+        with open(path) as fh:
+            DATA_INFO[experiment] = (key, json.load(fh))
+    return DATA_INFO[experiment][1]
+
+
+DATA_INFO = {}  # experiment -> (the file's path, mtime and size; its contents)
 
 
 def metric_dirs(wildcards):
@@ -113,25 +143,27 @@ def autoencoder_input(wildcards):
     return []
 
 
-def model_dir(experiment, holdout, run, perturbation):
-    """Where the model that predicts one perturbation (slug) of a run is saved."""
-    job = job_of(run_training_jobs(experiment, run), perturbation)
+def model_dir(experiment, holdout, run, perturbation, jobs=None):
+    """Where the model that predicts one perturbation (slug) of a run is saved (``jobs``: the run's training jobs)."""
+    job = job_of(jobs or run_training_jobs(experiment, run), perturbation)
     return f"results/{experiment}/models/{holdout}/{run}/{job}"
 
 
 def run_model_files(wildcards):
     """model.json of every training job a run's predictions need (one, for a jointly trained run)."""
     e, h, run = wildcards.experiment, wildcards.holdout, wildcards.run
-    return sorted({f"{model_dir(e, h, run, p)}/model.json" for p in data_info(e)["slugs"]})
+    jobs = run_training_jobs(e, run)
+    return sorted({f"{model_dir(e, h, run, p, jobs)}/model.json" for p in data_info(e)["slugs"]})
 
 
 def run_predictions(wildcards):
     """For the predict job: each perturbation's name, model directory, and output files."""
     e, h, run = wildcards.experiment, wildcards.holdout, wildcards.run
+    jobs = run_training_jobs(e, run)
     return [
         {
             "perturbation": name,
-            "model_dir": model_dir(e, h, run, slug),
+            "model_dir": model_dir(e, h, run, slug, jobs),
             "cells": f"results/{e}/predictions/{h}/{run}/{slug}.h5ad",
             "metrics": f"results/{e}/metrics/{h}/{run}/{slug}.csv",
         }
