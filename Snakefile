@@ -47,6 +47,10 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/figures.smk"
 
 
+# every script rule's jobs rerun when the code they run changes (perturbot.codehash)
+add_code_params(workflow.rules)
+
+
 rule all:
     default_target: True
     input:

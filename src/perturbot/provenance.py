@@ -32,10 +32,15 @@ def library_versions() -> dict[str, str | None]:
     return out
 
 
-def provenance(config: dict) -> dict:
+def provenance(config: dict, code: dict | None = None) -> dict:
+    """What produced an experiment's results. ``code``: the fingerprint of each rule's code
+    (perturbot.codehash), per model run for train and predict; the workflow reruns every job
+    whose code changed, and this record with them, so after a full run it names the code of
+    every output (git_commit is only the checkout's state when this file was written)."""
     return {
         "perturbot": __version__,
         "git_commit": git_commit(),
+        "code": code,
         "config_hash": config_hash(config),
         "config": config,
         "python": platform.python_version(),

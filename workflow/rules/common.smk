@@ -6,6 +6,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.logging import logger
 from snakemake.utils import validate
 
+from perturbot.codehash import code_fingerprint
 from perturbot.data.catalog import apply_holdouts_files, resolve_catalog_entries
 from perturbot.data.io import DataError
 from perturbot.experiment import RUN_JOBS, auto_joint, auto_joint_note, job_of, training_jobs
@@ -184,3 +185,43 @@ def all_targets(wildcards):
         targets.append(f"results/{exp}/statistics.csv")
         targets.append(f"results/{exp}/figures/index.txt")
     return targets + global_figure_targets()
+
+
+# Rules whose jobs train or apply one model: that model's module is part of a job's code.
+MODEL_OF_JOB = {
+    "train": lambda wc: spec(wc).model,
+    "predict": lambda wc: spec(wc).model,
+    "toy_map": lambda wc: wc.toy_model,
+}
+
+
+def script_path(r):
+    return os.path.normpath(r.basedir.join(r.script).get_path_or_uri(secret_free=True))
+
+
+def job_code(script, model_of):
+    return lambda wildcards: code_fingerprint(script, (model_of(wildcards),))
+
+
+def add_code_params(workflow_rules):
+    """Give each script rule a param `code`, the fingerprint of the code its jobs run
+    (perturbot.codehash). With Snakemake's default rerun triggers, an edit to that code reruns
+    the jobs, and a dry run gives "Params have changed" as the reason."""
+    for r in workflow_rules:
+        if r.script is None:
+            continue
+        if r.name in MODEL_OF_JOB:
+            r.set_params(code=job_code(script_path(r), MODEL_OF_JOB[r.name]))
+        else:
+            r.set_params(code=code_fingerprint(script_path(r)))
+
+
+def experiment_code(experiment):
+    """provenance.json's record of the code every output of an experiment was made by: each
+    script rule's fingerprint, per model run for train and predict."""
+    script_rules = {r.name: r for r in workflow.rules if r.script is not None}
+    code = {name: code_fingerprint(script_path(r)) for name, r in script_rules.items() if name not in MODEL_OF_JOB}
+    for name in ("train", "predict"):
+        script = script_path(script_rules[name])
+        code[name] = {run: code_fingerprint(script, (s.model,)) for run, s in SPECS[experiment].items()}
+    return code

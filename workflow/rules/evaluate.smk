@@ -45,7 +45,10 @@ rule aggregate_metrics:
 
 
 rule provenance:
-    """Package version, git commit, config hash and library versions of a run."""
+    """Package version, git commit, config hash, library versions and the code of every rule of a run.
+
+    It reruns when the code of any rule changes, as the jobs of those rules do.
+    """
     output:
         "results/{experiment}/provenance.json",
     log:
@@ -55,6 +58,7 @@ rule provenance:
         "../../envs/analysis.yaml"
     params:
         config=config,
+        code_by_rule=lambda wc: experiment_code(wc.experiment),
     script:
         "../scripts/provenance.py"
 

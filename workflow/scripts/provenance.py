@@ -6,4 +6,4 @@ from perturbot.provenance import provenance
 
 log_to_file(snakemake.log[0])
 remove_stale_outputs(*snakemake.output)
-write_json(snakemake.output[0], provenance(snakemake.params.config), indent=2)
+write_json(snakemake.output[0], provenance(snakemake.params.config, snakemake.params.code_by_rule), indent=2)
