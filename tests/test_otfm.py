@@ -223,3 +223,19 @@ def test_workflow_trains_otfm_jointly_in_the_latent_space_and_draws_its_figures(
     assert saved["model"] == "latent"  # wrapped around the shared autoencoder, like the other OT models
     for figure in figures:
         assert (tmp_path / figure).stat().st_size > 0
+
+
+def test_a_target_without_validation_cells_leaves_the_others_validated():
+    """A rare drug (8 cells: none to validate on) no longer stops a joint fit (issue 23.9); the shared
+    network's kept weights are chosen on the perturbations that have validation cells."""
+    rng = np.random.default_rng(0)
+    source = rng.normal(size=(200, 3)).astype(np.float32)
+    targets = {"common": (rng.normal(size=(150, 3)) + 1).astype(np.float32),
+               "rare": (rng.normal(size=(8, 3)) - 1).astype(np.float32)}
+    model = OTFlowMatching(n_iters=20, eval_every=10, batch_size=32, hidden_units=(16,), embedding_dim=4, device="cpu")
+    model.fit_many(source, targets)
+    scores = model.history_.set_index(["perturbation", "iteration"])["val_w2_empirical"]
+    assert scores["common"].notna().all() and scores["rare"].isna().all()
+    assert model.val_score_["common"] == pytest.approx(scores["common"].min())
+    assert np.isnan(model.val_score_["rare"])
+    assert np.isfinite(model.transport(source[:5], perturbation="rare")).all()

@@ -298,3 +298,22 @@ def test_clip_nonnegative_and_bjorck_option():
     assert np.linalg.norm(model.direction(x), axis=1).max() <= 1 + 1e-5
     with pytest.raises(ValueError):
         W1OT(**{**KW, "orthogonalization": "qr"}).fit(x, y)
+
+
+def test_a_target_without_validation_cells_leaves_the_others_validated():
+    """A rare drug (8 cells: none to validate on) no longer stops a joint fit (issue 23.9): it keeps its last
+    step network, the common drug still selects its own on validation."""
+    rng = np.random.default_rng(0)
+    source = rng.normal(size=(200, 3)).astype(np.float32)
+    targets = {"common": (rng.normal(size=(150, 3)) + 1).astype(np.float32),
+               "rare": (rng.normal(size=(8, 3)) - 1).astype(np.float32)}
+    model = W1OT(n_iters_potential=20, n_iters_step=30, eval_every=10, batch_size=32, device="cpu")
+    model.fit_many(source, targets)
+    assert np.isfinite(model.w1_validation_["common"]) and np.isnan(model.w1_validation_["rare"])
+    step = model.history_[model.history_["stage"] == "step"].set_index(["perturbation", "iteration"])["val_mmd"]
+    assert step["common"].notna().all() and step["rare"].isna().all()
+    assert model.val_score_["common"] == pytest.approx(step["common"].min())
+    assert np.isnan(model.val_score_["rare"])
+    assert np.isfinite(model.transport(source[:5], perturbation="rare")).all()
+    alone = W1OT(n_iters_potential=5, n_iters_step=5, batch_size=32, device="cpu").fit(source, targets["rare"])
+    assert np.isnan(alone.val_score_[alone.perturbations_[0]])

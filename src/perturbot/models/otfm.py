@@ -166,7 +166,7 @@ class OTFlowMatching(PerturbationModel):
         n_models = len(names)
         best_score = torch.full((n_models,), float("inf"))
         # in standardised units: the criteria are invariant to one shift and (up to a factor) one scale
-        scorers = [training.SelectionScore(self.criterion, t) for t in data.target_val]
+        scorers = [training.SelectionScore(self.criterion, t) if len(t) else None for t in data.target_val]
         column = training.CRITERIA[self.criterion]
         best = {k: v.detach().clone() for k, v in net.state_dict().items()}
         start = 0
@@ -245,6 +245,9 @@ class OTFlowMatching(PerturbationModel):
         net.eval()
         out = []
         for p in range(data.n_models):
+            if scorers[p] is None:  # no validation cells of its own
+                out.append(float("nan"))
+                continue
             mapped = integrate(net, data.source_val, p, int(self.n_steps), self.solver)
             out.append(scorers[p](mapped))
         return torch.tensor(out, dtype=torch.float64)
@@ -330,8 +333,7 @@ class _Data:
 
         src, src_val = split(source, 0)
         pairs = [split(t, p + 1) for p, t in enumerate(targets)]
-        if src_val.shape[0] and any(v.shape[0] == 0 for _, v in pairs):
-            raise ValueError("a target is too small to carve validation cells; pass val_size=0")
+        # a target too small to carve validation cells from is not scored; the others still are
         return cls(src, src_val, [t for t, _ in pairs], [v for _, v in pairs])
 
     def _rows(self, n: int, b: int, gen: torch.Generator) -> torch.Tensor:

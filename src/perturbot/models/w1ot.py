@@ -269,7 +269,7 @@ class W1OT(PerturbationModel):
         n_models = len(names)
         best_score = torch.full((n_models,), float("inf"))
         best = {k: v.detach().clone() for k, v in eta.state_dict().items()}
-        scorers = [training.SelectionScore(self.criterion, t) for t in data.target_val]
+        scorers = [training.SelectionScore(self.criterion, t) if len(t) else None for t in data.target_val]
         column = training.CRITERIA[self.criterion]
         progress = training.Progress(
             "w1ot step", n_iters, history=history, patience=self.patience, score_name=column, offset=n_pot,
@@ -365,7 +365,8 @@ class W1OT(PerturbationModel):
             return torch.full((data.n_models,), float("nan"), dtype=torch.float64)
         x = data.source_val.expand(data.n_models, -1, -1)
         mapped = self._move(x, dir_val, eta)
-        return torch.tensor([scorers[p](mapped[p]) for p in range(data.n_models)], dtype=torch.float64)
+        return torch.tensor([scorers[p](mapped[p]) if scorers[p] is not None else float("nan")
+                             for p in range(data.n_models)], dtype=torch.float64)
 
     # ----------------------------------------------------------- inference
     def _member(self, perturbation: str | None) -> tuple[LipschitzPotential, nn.Module]:
@@ -475,8 +476,7 @@ class _Data:
 
         src, src_val = split(source, 0)
         pairs = [split(t, p + 1) for p, t in enumerate(targets)]
-        if src_val.shape[0] and any(v.shape[0] == 0 for _, v in pairs):
-            raise ValueError("a target is too small to carve validation cells; pass val_size=0")
+        # a target too small to carve validation cells from keeps its last step network; the others select theirs
         return cls(src, src_val, [t for t, _ in pairs], [v for _, v in pairs], device)
 
     def _uniform(self, sizes: torch.Tensor, b: int, gen: torch.Generator) -> torch.Tensor:
