@@ -101,6 +101,34 @@ def test_autoencoder_patience_stops_before_the_cap():
     assert full.history_["iteration"].tolist() == [10, 20, 30, 40, 50]  # no patience: the whole budget
 
 
+def test_autoencoder_cadence_scales_with_the_budget_and_keeps_the_papers():
+    from perturbot.config import early_stopping
+    from perturbot.models.autoencoder import default_eval_every
+    from perturbot.models.cae import ConditionalAutoencoder
+
+    assert default_eval_every(250_000, None) == 2_500  # a fixed budget: the paper's cadence, the same weights kept
+    assert default_eval_every(250_000, 10) == 500  # early stopping: at least every 500 iterations
+    assert default_eval_every(5_000, 10) == 250 and default_eval_every(3_000, 1) == 150  # at least 20 per budget
+    assert default_eval_every(10, 3) == 1
+    paper = {"patience": None}  # configs/paper.yaml: neither patience nor a cadence reaches the autoencoder
+    assert early_stopping(paper, AutoEncoder) == {} and AutoEncoder().resolved_params()["eval_every"] == 2_500
+    assert ConditionalAutoencoder().resolved_params()["eval_every"] == 2_500
+    assert AutoEncoder(**early_stopping({"patience": 10}, AutoEncoder)).resolved_params()["eval_every"] == 500
+    assert AutoEncoder(eval_every=2_500, patience=10).resolved_params()["eval_every"] == 2_500  # asked for: kept
+
+
+def test_an_autoencoder_whose_best_comes_first_stops_5000_iterations_later_not_25000():
+    # the case: the best validation at the first one (lr 0: nothing improves after it), the default
+    # budget of 250,000 and the workflow's patience 10. At the old 2,500-iteration cadence it ran 27,500.
+    model = AutoEncoder(hidden_units=(4,), latent_dim=2, lr=0.0, batch_size=4, patience=10, device="cpu")
+    model.fit(cells(60, 3))
+    assert model.get_params()["eval_every"] is None  # saved as asked: the cadence follows the budget
+    assert model.history_["iteration"].tolist() == list(range(500, 5_501, 500))
+    short = AutoEncoder(hidden_units=(4,), latent_dim=2, lr=0.0, batch_size=4, n_iters=2_000, patience=2,
+                        device="cpu").fit(cells(60, 3))
+    assert short.history_["iteration"].tolist() == [100, 200, 300]
+
+
 def test_w1ot_patience_in_each_stage():
     model = W1OT(
         n_iters=100, eval_every=10, patience=1, lr_potential=0.0, lr_potential_min=0.0, lr_step=0.0,

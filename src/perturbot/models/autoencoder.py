@@ -46,6 +46,26 @@ FEATURES_PRESET: dict[str, Any] = {
 
 _CHUNK = 16_384  # rows per forward pass at inference, bounds memory on large datasets
 
+#: The CellOT paper's scRNA-seq validation cadence: what ``eval_every=None`` means for a fixed budget (``patience=None``).
+PAPER_EVAL_EVERY = 2_500
+#: With early stopping, ``eval_every=None`` validates at least this often (and at least 20 times per budget).
+EARLY_STOPPING_EVAL_EVERY = 500
+
+
+def default_eval_every(n_iters: int, patience: int | None) -> int:
+    """Iterations between validations when ``eval_every`` is ``None``.
+
+    A fixed budget (``patience=None``, the papers') keeps the paper's 2,500, so the weights
+    kept are the ones the paper's schedule would keep. With early stopping the cadence scales
+    with the budget: ``n_iters // 20``, at most 500, so that ``patience`` validations
+    without gain are at most ``500 * patience`` iterations (5,000 at the workflow's default
+    patience of 10) and at most half a short budget. A run whose best comes early then
+    stops soon after it, instead of up to ``2,500 * patience`` iterations later.
+    """
+    if patience is None:
+        return PAPER_EVAL_EVERY
+    return max(1, min(EARLY_STOPPING_EVAL_EVERY, int(n_iters) // 20))
+
 
 class BalancedSampler:
     """Minibatches with every class equally likely, then a uniform cell within the class.
@@ -74,7 +94,9 @@ class ReconstructionModel(PerturbationModel):
     """Training and persistence shared by :class:`AutoEncoder` and the conditional autoencoder.
 
     Both take the same hyper-parameters; the defaults are the CellOT paper's
-    scRNA-seq settings (``PRESETS`` of each subclass hold its 4i settings).
+    scRNA-seq settings (``PRESETS`` of each subclass hold its 4i settings), except
+    that ``eval_every=None`` validates as often as :func:`default_eval_every` says:
+    the paper's 2,500 iterations for its fixed budget, at most 500 with early stopping.
     """
 
     #: Ranges of the hyper-parameters (``lr_step`` 0: a constant learning rate; ``lr`` 0 freezes the weights).
@@ -95,7 +117,7 @@ class ReconstructionModel(PerturbationModel):
         lr_step: int = 100_000,
         batch_size: int = 256,
         n_iters: int = 250_000,
-        eval_every: int = 2_500,
+        eval_every: int | None = None,
         checkpoint_every: int = 1_000,
         val_cells: int = 2_000,
         patience: int | None = None,
@@ -117,6 +139,15 @@ class ReconstructionModel(PerturbationModel):
         self.seed = seed
         self.device = device
 
+    def resolved_params(self) -> dict[str, Any]:
+        """The hyper-parameters, with the cadence ``eval_every=None`` stands for (:func:`default_eval_every`)."""
+        return {**self.get_params(), "eval_every": self._eval_every()}
+
+    def _eval_every(self) -> int:
+        if self.eval_every is not None:
+            return int(self.eval_every)
+        return default_eval_every(self.n_iters, self.patience)
+
     # ------------------------------------------------------------- training
     def _train(
         self,
@@ -128,7 +159,8 @@ class ReconstructionModel(PerturbationModel):
         """Fit ``net_`` to reconstruct ``x``; ``labels`` (0..K-1) balance batches and, if
         ``n_conditions`` > 0, are the one-hot condition."""
         self._validate_params()
-        if self.n_iters < 1 or self.batch_size < 1 or self.eval_every < 1:
+        eval_every = self._eval_every()
+        if self.n_iters < 1 or self.batch_size < 1 or eval_every < 1:
             raise ValueError("n_iters, batch_size and eval_every must be positive")
         self.device_ = device = resolve_device(self.device)
         self.n_features_in_ = x.shape[1]
@@ -199,7 +231,7 @@ class ReconstructionModel(PerturbationModel):
                 running += loss.detach()
                 n_running += 1
 
-                if it % self.eval_every == 0 or it == self.n_iters:
+                if it % eval_every == 0 or it == self.n_iters:
                     val_loss = self._validation_loss(net, val_x, val_l)
                     train_loss = float(running) / n_running
                     row = {"iteration": it, "loss": train_loss, "val_loss": val_loss, "lr": optimizer.param_groups[0]["lr"]}
