@@ -205,3 +205,15 @@ def test_snakefile_names_the_container_image():
     snakefile = (REPO / "Snakefile").read_text()
     assert re.search(r'^containerized: os\.path\.join\(workflow\.basedir, "perturbot\.sif"\)$', snakefile, re.M)
     assert "*.sif" in (REPO / ".gitignore").read_text().split()
+
+
+def test_catalog_usage_agrees_with_the_readme():
+    """.snakemake-workflow-catalog.yml: no mandatory flag, conda as the software stack, a report;
+    the README says the same."""
+    usage = yaml.safe_load((REPO / ".snakemake-workflow-catalog.yml").read_text())["usage"]
+    readme = (REPO / "README.md").read_text()
+    assert not usage["mandatory-flags"]["flags"] and "No flag is mandatory" in readme
+    stack = usage["software-stack-deployment"]
+    assert stack == {"conda": True, "singularity": False, "singularity+conda": False}
+    assert "`--sdm conda`" in readme and "`--sdm conda apptainer`" in readme and "not yet run in CI" in readme
+    assert usage["report"] is True and "snakemake --report" in readme
