@@ -1,6 +1,7 @@
 # Two entry points: `make demo` (the default config, end to end) and `make test`.
 # Both create .venv from the pinned requirements.lock and rebuild it when the lock changes.
-# The checks CI runs (.github/workflows/ci.yml) are targets too: dryrun, lint, format-check.
+# The checks CI runs (.github/workflows/ci.yml) are targets too: dryrun (after placeholders where
+# ../shared is absent), lint, format-check; containerize rewrites the Dockerfile.
 PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
