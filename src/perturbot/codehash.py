@@ -18,7 +18,9 @@ reruns the job, and Snakemake records each output's params, this one included, i
 
 A file is hashed as its syntax tree without docstrings and positions, so comments, docstrings
 and layout change no fingerprint; any change to what the code does (a constant, a default, a
-line of logic) does. Over-approximation is deliberate: a module that is imported but not used by
+line of logic) does. The tree's printed form may differ between Python versions, so a new
+Python under Snakemake can change every fingerprint once (and rerun everything, as a new
+interpreter may well change results). Over-approximation is deliberate: a module that is imported but not used by
 a job's path still counts, since a rerun too many costs time while one too few gives a result
 that no longer matches its code.
 """
