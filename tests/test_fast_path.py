@@ -1,0 +1,48 @@
+"""The README's own-data recipe and its fast path (issue 25.1): valid, and run end to end at a tiny size."""
+
+import re
+
+import pandas as pd
+import pytest
+import yaml
+from helpers import REPO, run_workflow
+from snakemake.utils import validate
+
+SCHEMA = str(REPO / "workflow" / "schemas" / "config.schema.yaml")
+
+
+def readme_recipe() -> tuple[dict, dict]:
+    """The README's my.yaml, and the experiment keys its fast path puts in place of model_params."""
+    text = (REPO / "README.md").read_text()
+    own = text[text.index("## Your own data"):]
+    blocks = re.findall(r"```yaml\n(.*?)```", own, re.S)
+    recipe = yaml.safe_load(next(b for b in blocks if b.startswith("# my.yaml")))
+    fast = yaml.safe_load(next(b for b in blocks if "preset: fast" in b))
+    return recipe, fast
+
+
+def test_the_fast_path_replaces_model_params_and_is_a_valid_config():
+    recipe, fast = readme_recipe()
+    (name, experiment), = recipe["experiments"].items()
+    assert set(fast) == {"model_params", "autoencoder"} and fast["model_params"]["cellot"] == {"preset": "fast"}
+    assert set(fast["model_params"]) <= set(experiment["models"])
+    validate({**recipe, "experiments": {name: {**experiment, **fast}}}, schema=SCHEMA)
+
+
+@pytest.mark.slow
+def test_the_fast_path_runs_on_the_readme_data_at_a_tiny_size(shared_data, tmp_path):
+    recipe, fast = readme_recipe()
+    (name, experiment), = recipe["experiments"].items()
+    experiment.update(fast, holdouts=experiment["holdouts"][:1], n_hvg=100, n_markers=10)
+    # the recipe's models and presets as written; budgets cut to seconds (the fast path itself is minutes)
+    tiny = {"n_iters": 40, "eval_every": 20}
+    experiment["model_params"] = {model: {**params, **tiny} for model, params in experiment["model_params"].items()}
+    experiment["autoencoder"] = {**experiment["autoencoder"], "n_iters": 100, "hidden_units": [64], "latent_dim": 8}
+    recipe["datasets"]["kang"]["source"] = str(shared_data / "kang_muscat.h5ad")
+    run_workflow(tmp_path, recipe, f"results/{name}/metrics.csv", "--cores", "2")
+    metrics = pd.read_csv(tmp_path / f"results/{name}/metrics.csv")
+    assert sorted(metrics["model"].unique()) == sorted(experiment["models"])
+    mmd = metrics[metrics.metric == "mmd"].groupby("model")["value"].mean()
+    assert mmd.notna().all() and mmd["observed"] < mmd["identity"]
+    history = pd.read_csv(next((tmp_path / "results/autoencoders").glob("*/history.csv")))
+    assert history["iteration"].max() <= 100 and len(history) >= 5  # validated every 100 // 20 = 5 iterations
