@@ -5,6 +5,7 @@ import re
 import time
 from collections import Counter
 
+import pandas as pd
 import pytest
 import yaml
 from helpers import REPO, run_workflow
@@ -112,3 +113,21 @@ def test_a_1000_perturbation_screen_plans_few_jobs_and_says_why(tmp_path):
             assert (f"{exp}: joint_training: auto trains the {n} perturbations of {model!r} in one batched job "
                     f"(more than joint_training_threshold: {JOINT_TRAINING_THRESHOLD})") in proc.stdout + proc.stderr
     assert "of 'scgen'" not in proc.stdout + proc.stderr  # _each already: nothing switched
+
+
+@pytest.mark.slow
+def test_the_threshold_switches_a_real_run_and_its_log_says_so(tmp_path):
+    from helpers import small_features_config
+
+    tiny = {"n_iters": 40, "eval_every": 20, "batch_size": 32, "hidden_units": [8], "step_hidden_units": [8]}
+    config = small_features_config(models=["identity", "w1ot"], joint_training_threshold=1, model_params={"w1ot": tiny})
+    proc = run_workflow(tmp_path, config, "--cores", "2", "results/toy_iid/metrics.csv")
+    models = tmp_path / "results/toy_iid/models/all"
+    assert sorted(p.relative_to(models).as_posix() for p in models.glob("*/*/model.json")) == [
+        "identity/_each/model.json", "w1ot/_joint/model.json"]  # 2 perturbations > 1: one w1ot job
+    note = ("toy_iid: joint_training: auto trains the 2 perturbations of 'w1ot' in one batched job "
+            "(more than joint_training_threshold: 1)")
+    assert proc.stderr.count(note) == 1
+    assert note in next((tmp_path / ".snakemake/log").glob("*.snakemake.log")).read_text()
+    metrics = pd.read_csv(tmp_path / "results/toy_iid/metrics.csv")
+    assert metrics.groupby("model")["perturbation"].nunique().to_dict() == {"identity": 2, "w1ot": 2}
