@@ -163,11 +163,12 @@ def reference(tmp_path_factory) -> Path:
     return workdir
 
 
-def _killed(workdir: Path, config: dict, fault: str, hooks: Path) -> None:
-    """A run that dies (with Snakemake) at the fault; what it leaves looks unfinished."""
+def _killed(workdir: Path, config: dict, fault: str, hooks: Path, metrics: bool = False) -> None:
+    """A run that dies (with Snakemake) at the fault; what it leaves looks unfinished (``metrics``: the
+    previous run's metrics table stays until the rerun replaces it)."""
     proc = _start(workdir, config, fault, hooks)
     assert _finish(proc) == -signal.SIGKILL, _tail(workdir)
-    assert not (workdir / METRICS).exists()
+    assert (workdir / METRICS).exists() == metrics
     assert _half_written(workdir), "the fault did not hit a write in progress"
 
 
@@ -196,9 +197,12 @@ def test_fault_then_rerun(case, reference, hooks, tmp_path):
         _killed(workdir, config, "predictions/|kill|1", hooks)
         _rerun(workdir, config)
     elif case == "edited_config":
+        # a finished run whose model setting is edited trains again (the kill at its checkpoint shows it)
+        _copy_of_reference(reference, workdir, ())
+        edited = _config(lr=1e-3)
         # killed under lr 1e-3 with a checkpoint on disk, then the config is edited back to the reference's
-        _copy_of_reference(reference, workdir, TRAINED)
-        _killed(workdir, _config(lr=1e-3), ".checkpoints/|kill|2", hooks)
+        _killed(workdir, edited, ".checkpoints/|kill|2", hooks, metrics=True)
+        assert not list((workdir / EXPERIMENT).rglob("model.json"))
         _rerun(workdir, config)
         log = next((workdir / EXPERIMENT / "logs/train").rglob("*.log")).read_text()
         assert "belongs to another run (lr: 0.001 -> 0.0001); starting afresh" in log
