@@ -80,7 +80,8 @@ class PerturbationModel:
 
     #: Registry name, set by :func:`perturbot.models.get`.
     name: str = ""
-    #: Whether ``fit_many`` trains several perturbations jointly.
+    #: Whether ``fit_many`` trains several perturbations jointly: ``joint_training: true`` then trains a run
+    #: in one job, and so does ``auto`` above ``joint_training_threshold`` for a model without ``cheap_fit``.
     multi_perturbation: bool = False
 
     # Capability tags: what the workflow and the figures need to know about a model, said once, here
