@@ -57,3 +57,17 @@ def test_the_accurate_preset_beats_its_gaussian_start_in_32_dimensions():
     model.fit(pair.source, pair.target)
     assert model.settings_.solver == "cycle" and model.settings_.criterion == "w2"
     assert pair.l2_uvp(model.transport(pair.test)) < 0.85 * gaussian
+
+
+def test_keep_best_false_keeps_the_last_weights():
+    """keep_best=False ends on the last iterate (still validated and logged); True on the criterion's pick."""
+    problem = Gaussians(4, n=500)
+    last = _small_run(keep_best=False).fit(problem.source, problem.target)
+    assert last.best_iteration_ == [40] and last.history_["val_w2_empirical"].notna().any()
+    best = _small_run(keep_best=True).fit(problem.source, problem.target)
+    scores = best.history_.dropna(subset=["val_w2_empirical"])
+    assert best.best_iteration_ == [int(scores.loc[scores["val_w2_empirical"].idxmin(), "iteration"])]
+    # the same run until the end: the last weights are those of the keep_best=True run's final iterate
+    np.testing.assert_allclose(last.transport(problem.source[:50]),
+                               _small_run(keep_best=True, n_iters=40, eval_every=40).fit(
+                                   problem.source, problem.target).transport(problem.source[:50]), atol=1e-6)

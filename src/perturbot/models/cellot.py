@@ -89,21 +89,21 @@ PRESETS: dict[str, dict[str, Any]] = {
         n_iters=100_000, n_inner_iters=10, batch_size=256, lr=1e-4, beta1=0.5, beta2=0.9,
         init="uniform", standardize=False, eval_every=250, patience=0,
         criterion="mmd_fixed", lr_min=None, hidden_units=(64, 64, 64, 64), solver="minmax",
-        activation="leaky_relu",
+        activation="leaky_relu", keep_best=True,
     ),
     # measured in benchmarks/bench_cellot.py, see docs/models/cellot.md
     "fast": dict(
         n_iters=5_000, n_inner_iters=2, batch_size=256, lr=1e-3, beta1=0.5, beta2=0.9,
         init="gaussian", standardize=True, eval_every=100, patience=10,
         criterion="w2", lr_min=None, hidden_units=(64, 64, 64, 64), solver="minmax",
-        activation="leaky_relu",
+        activation="leaky_relu", keep_best=True,
     ),
     # measured in benchmarks/bench_suite.py on non-linear ground truth, see docs/models/cellot.md
     "accurate": dict(
         n_iters=20_000, n_inner_iters=1, batch_size=1024, lr=3e-3, beta1=0.5, beta2=0.9,
         init="gaussian", standardize=True, eval_every=250, patience=0,
         criterion="w2", lr_min=1e-5, hidden_units=(64, 64, 64, 64), solver="cycle",
-        activation="leaky_relu",
+        activation="leaky_relu", keep_best=True,
     ),
 }
 INITS = ("uniform", "identity", "gaussian")
@@ -142,6 +142,8 @@ class Settings:
     solver: str = "minmax"
     #: the ICNNs' hidden activation (``perturbot.nn.icnn.ACTIVATIONS``)
     activation: str = "leaky_relu"
+    #: restore the weights the criterion scored best (False: keep the last, e.g. after a decayed learning rate)
+    keep_best: bool = True
 
 
 class CellOT(PerturbationModel):
@@ -189,6 +191,7 @@ class CellOT(PerturbationModel):
         conjugate_iters: int = 20,
         cycle_weight: float = 1.0,
         activation: str | None = None,
+        keep_best: bool | None = None,
         seed: int = 0,
         device: str = "auto",
     ) -> None:
@@ -215,6 +218,7 @@ class CellOT(PerturbationModel):
         self.conjugate_iters = conjugate_iters
         self.cycle_weight = cycle_weight
         self.activation = activation
+        self.keep_best = keep_best
         self.seed = seed
         self.device = device
 
@@ -769,7 +773,7 @@ class _Trainer:
                         break
                 if it < n_iters and checkpoint.due(it):
                     checkpoint.save(self._state())
-        if self.validate:
+        if self.validate and self.hp.keep_best:
             if not self.validated.all():  # those without validation cells keep their last weights
                 last = (~self.validated).to(self.device)
                 for best, net in ((self.best_f, self.f), (self.best_g, self.g)):
