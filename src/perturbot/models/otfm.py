@@ -72,7 +72,7 @@ class OTFlowMatching(PerturbationModel):
         perturbations_per_step: int | None = None,
         solver: str = "midpoint",
         n_steps: int = 10,
-        keep_best: bool = True,
+        keep_best: bool = False,
         criterion: str = "w2",
         standardize: bool = True,
         val_size: int = 500,
