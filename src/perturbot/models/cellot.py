@@ -100,7 +100,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     ),
     # measured in benchmarks/bench_suite.py on non-linear ground truth, see docs/models/cellot.md
     "accurate": dict(
-        n_iters=20_000, n_inner_iters=1, batch_size=1024, lr=3e-3, beta1=0.5, beta2=0.9,
+        n_iters=30_000, n_inner_iters=1, batch_size=1024, lr=3e-3, beta1=0.5, beta2=0.9,
         init="gaussian", standardize=True, eval_every=250, patience=0,
         criterion="w2", lr_min=1e-5, hidden_units=(64, 64, 64, 64), solver="cycle",
         activation="leaky_relu", keep_best=False,
