@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from perturbot.atomic import write_text
-from perturbot.models.base import MODEL_JSON, PerturbationModel
+from perturbot.models.base import MODEL_JSON, PerturbationModel, read_model_json
 from perturbot.slugs import slug_map
 
 BUNDLE = "bundle"
@@ -96,10 +96,7 @@ class PerturbationBundle(PerturbationModel):
     @classmethod
     def load(cls, directory: str | Path) -> "PerturbationBundle":
         directory = Path(directory)
-        path = directory / MODEL_JSON
-        if not path.exists():
-            raise FileNotFoundError(f"no saved model in {directory} (missing {MODEL_JSON})")
-        meta = json.loads(path.read_text())
+        meta = read_model_json(directory)
         if meta.get("model") != BUNDLE:
             raise ValueError(f"{directory} holds a {meta.get('model')!r} model, not a bundle")
         bundle = cls()

@@ -70,6 +70,14 @@ def fit_inputs(source: Any, targets: Mapping[str, Any]) -> tuple[np.ndarray, dic
     return source, checked
 
 
+def read_model_json(directory: Path) -> dict[str, Any]:
+    """The description a saved model's directory holds (``model.json``), or a clear error if it has none."""
+    path = directory / MODEL_JSON
+    if not path.exists():
+        raise FileNotFoundError(f"no saved model in {directory} (missing {MODEL_JSON})")
+    return json.loads(path.read_text())
+
+
 class PerturbationModel:
     """Base class: maps control cells (source) to their perturbed state (target).
 
@@ -247,10 +255,7 @@ class PerturbationModel:
     def load(cls, directory: str | Path) -> "PerturbationModel":
         """Rebuild a saved model; ``PerturbationModel.load`` dispatches on the saved name."""
         directory = Path(directory)
-        meta_path = directory / MODEL_JSON
-        if not meta_path.exists():
-            raise FileNotFoundError(f"no saved model in {directory} (missing {MODEL_JSON})")
-        meta = json.loads(meta_path.read_text())
+        meta = read_model_json(directory)
         target_cls = cls
         if cls is PerturbationModel or cls.name != meta["model"]:
             from perturbot.models import get
