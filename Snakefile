@@ -45,6 +45,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/figures.smk"
+include: "workflow/rules/w1bench.smk"
 
 
 # every script rule's jobs rerun when the code they run changes (perturbot.codehash)

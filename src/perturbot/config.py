@@ -207,12 +207,16 @@ def is_neural_ot(model: str) -> bool:
     return cls.is_ot and cls.is_neural
 
 
+#: Top-level sections that build results of their own, without experiments.
+STANDALONE_TARGETS = ("toy_maps", "w1ot_group_size")
+
+
 def check_config(config: dict) -> None:
     """Raise :class:`ConfigError` naming the first problem found."""
     datasets = config.get("datasets", {})
     experiments = config.get("experiments", {})
-    if not experiments:
-        raise ConfigError("the config declares no experiments")
+    if not experiments and not any(key in config for key in STANDALONE_TARGETS):
+        raise ConfigError(f"the config declares no experiments (nor any of {', '.join(STANDALONE_TARGETS)})")
     _check_distinct_names(list(experiments), "experiments", "experiment")  # results/<experiment>/
     _check_distinct_names(list(datasets), "datasets", "dataset")  # resources/downloads/<dataset>.verified.json
     for name in config.get("run") or []:

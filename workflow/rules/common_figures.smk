@@ -28,6 +28,8 @@ def global_figure_targets():
     targets = ["results/figures/job_resources.csv"]
     if "toy_maps" in config:
         targets.append("results/figures/toy_maps.pdf")
+    if "w1ot_group_size" in config:
+        targets.append("results/figures/w1ot_group_size.pdf")
     if "toy_maps" in config or any(ot_labels(exp) for exp in experiments_to_run(config)):
         targets.append("results/figures/training_time.pdf")
     return targets

@@ -19,6 +19,7 @@ from perturbot.plotting.style import (
 )
 from perturbot.plotting.timing import job_resources, training_runs, training_time
 from perturbot.plotting.toy import toy_maps
+from perturbot.plotting.w1bench import group_size as w1ot_group_size
 
 __all__ = [
     "DISPLAY_NAMES",
@@ -42,6 +43,7 @@ __all__ = [
     "save_figure",
     "stars",
     "toy_maps",
+    "w1ot_group_size",
     "training_runs",
     "training_time",
     "vector_field",

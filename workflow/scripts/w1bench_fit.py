@@ -1,0 +1,23 @@
+"""Rule w1bench_fit: W1-OT's potential with one group count on one benchmark pair, scored (one JSON row)."""
+
+import json
+
+from perturbot.atomic import remove_stale_outputs, write_json
+from perturbot.logs import log_to_file
+from perturbot.training import set_threads
+from perturbot.w1bench import group_size_run, load_pair
+
+log_to_file(snakemake.log[0])
+remove_stale_outputs(*snakemake.output)
+set_threads(snakemake.threads)
+given = snakemake.input[0]
+if given.endswith(".fetched.json"):  # a verified download: read it at the recorded sha256
+    record = json.loads(open(given).read())
+    pair = load_pair(record["archive"], sha256=record["sha256"])
+else:
+    pair = load_pair(given)
+wc = snakemake.wildcards
+if (pair.dim, pair.width) != (int(wc.dim), int(wc.width)):
+    raise ValueError(f"{given} holds a pair of dimension {pair.dim} with {pair.width} funnels, not dim_{wc.dim}/width_{wc.width}")
+row = group_size_run(pair, int(wc.groups), snakemake.params.settings, snakemake.params.seed, snakemake.params.device)
+write_json(snakemake.output[0], row, indent=1)

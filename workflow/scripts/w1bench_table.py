@@ -1,0 +1,13 @@
+"""Rule w1bench_table: every (dimension, funnels, group count) row in one table."""
+
+import json
+
+import pandas as pd
+
+from perturbot.atomic import write_csv
+from perturbot.logs import log_to_file
+
+log_to_file(snakemake.log[0])
+rows = [json.loads(open(path).read()) for path in snakemake.input]
+table = pd.DataFrame(rows).sort_values(["dim", "width", "n_groups"])
+write_csv(table, snakemake.output[0], index=False)
