@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -144,3 +145,18 @@ def test_a_wrong_file_in_place_of_a_download_is_refused(tmp_path):
     assert proc.returncode != 0
     assert "is not the expected one" in proc.stdout + proc.stderr
     assert not (downloads / "w1bench_nd_dim_2_width_4.fetched.json").exists()
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"pairs": "w1bench_typo"}, "neither a catalogued set of pairs"),
+    ({"dims": [256]}, "has no pair dim_256/width_4"),
+    ({"n_groups": [3]}, r"group counts \[3\] do not divide"),
+])
+def test_bad_settings_stop_the_run_before_anything_runs(tmp_path, change, message):
+    settings = {"dims": [2], "widths": [4], "n_groups": [4], **change}
+    config = {"seed": 0, "device": "cpu", "datasets": {}, "experiments": {}, "w1ot_group_size": settings}
+    proc = run_workflow(tmp_path, config, "-n", check=False)
+    assert proc.returncode != 0
+    output = proc.stdout + proc.stderr
+    assert "Invalid configuration: w1ot_group_size" in output and re.search(message, output)
+    assert not (tmp_path / "results").exists()

@@ -273,3 +273,25 @@ def group_size_run(pair: FunnelPair, n_groups: int, settings: dict, seed: int, d
     scores = score_critic(model.potential, model.direction, pair, n=settings["n_test"], seed=seed)
     return {"dim": pair.dim, "width": pair.width, "n_groups": n_groups, **scores,
             "fit_seconds": seconds, "n_iters": settings["n_iters"], "seed": seed}
+
+
+def check_settings(settings: dict, catalog: dict) -> None:
+    """Refuse, before anything runs, pairs that are neither catalogued nor a folder and group counts that cannot split the units."""
+    pairs = settings["pairs"]
+    known = catalog.get("benchmark_pairs") or {}
+    if pairs in known:
+        held = known[pairs]["sha256"]
+        missing = [f"dim_{d}/width_{w}" for d in settings["dims"] for w in settings["widths"] if f"dim_{d}/width_{w}" not in held]
+        if missing:
+            raise ValueError(
+                f"w1ot_group_size: {pairs} has no pair {', '.join(missing)}; the published ones are {', '.join(held)}"
+            )
+    elif not Path(pairs).is_dir():
+        raise ValueError(
+            f"w1ot_group_size: pairs {pairs!r} is neither a catalogued set of pairs ({', '.join(known) or 'none'}) "
+            "nor a folder of dim_<D>/width_<N>/deg_8_seed_987.pt files"
+        )
+    hidden = settings.get("model_params", {}).get("hidden_units", (64, 64, 64, 64))
+    bad = sorted({g for g in settings["n_groups"] for h in hidden if h % g})
+    if bad:
+        raise ValueError(f"w1ot_group_size: group counts {bad} do not divide the potential's hidden widths {list(hidden)}")

@@ -1,9 +1,17 @@
 """W1-OT paper, Supplementary Fig. S1: the GroupSort group count on the Wasserstein-1 benchmark (config w1ot_group_size)."""
 
 from perturbot.data.catalog import load_catalog
-from perturbot.w1bench import pair_source
+from perturbot.w1bench import check_settings, pair_source
 
 W1BENCH_DIR = "results/w1ot_group_size"
+
+if "w1ot_group_size" in config:
+    try:
+        check_settings(
+            config["w1ot_group_size"], load_catalog(os.path.join(workflow.basedir, "resources", "datasets.yaml"))
+        )
+    except ValueError as err:
+        raise WorkflowError(f"Invalid configuration: {err}") from None
 
 
 def w1bench_settings():
