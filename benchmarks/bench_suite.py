@@ -49,6 +49,7 @@ ROWS: dict[str, tuple[str, dict]] = {
     "cellot (accurate, softplus)": ("cellot", {"preset": "accurate", "activation": "softplus"}),
     "otfm": ("otfm", {}),
     "w1ot": ("w1ot", {}),
+    "w1ot (gaussian start)": ("w1ot", {"step_init": "gaussian"}),
 }
 #: What ``make bench`` runs: every model at its defaults and named presets (the variants on request).
 DEFAULT_ROWS = [row for row in ROWS if row != "cellot (accurate, softplus)"]
