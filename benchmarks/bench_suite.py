@@ -50,9 +50,10 @@ ROWS: dict[str, tuple[str, dict]] = {
     "otfm": ("otfm", {}),
     "w1ot": ("w1ot", {}),
     "w1ot (gaussian start)": ("w1ot", {"step_init": "gaussian"}),
+    "w1ot (gaussian lengths)": ("w1ot", {"step_init": "gaussian", "n_iters_step": 0}),
 }
 #: What ``make bench`` runs: every model at its defaults and named presets (the variants on request).
-DEFAULT_ROWS = [row for row in ROWS if row != "cellot (accurate, softplus)"]
+DEFAULT_ROWS = [row for row in ROWS if row not in ("cellot (accurate, softplus)", "w1ot (gaussian start)")]
 
 
 def _load() -> str:
