@@ -120,13 +120,20 @@ def test_autoencoder_cadence_scales_with_the_budget_and_keeps_the_papers():
 def test_an_autoencoder_whose_best_comes_first_stops_5000_iterations_later_not_25000():
     # the case: the best validation at the first one (lr 0: nothing improves after it), the default
     # budget of 250,000 and the workflow's patience 10. At the old 2,500-iteration cadence it ran 27,500.
+    # The first validation stays the paper's (2,500): no weights from before it are kept.
     model = AutoEncoder(hidden_units=(4,), latent_dim=2, lr=0.0, batch_size=4, patience=10, device="cpu")
     model.fit(cells(60, 3))
     assert model.get_params()["eval_every"] is None  # saved as asked: the cadence follows the budget
-    assert model.history_["iteration"].tolist() == list(range(500, 5_501, 500))
+    assert model.history_["iteration"].tolist() == list(range(2_500, 7_501, 500))
     short = AutoEncoder(hidden_units=(4,), latent_dim=2, lr=0.0, batch_size=4, n_iters=2_000, patience=2,
                         device="cpu").fit(cells(60, 3))
-    assert short.history_["iteration"].tolist() == [100, 200, 300]
+    assert short.history_["iteration"].tolist() == [2_000]  # a budget below 2,500: validated at its end
+    middle = AutoEncoder(hidden_units=(4,), latent_dim=2, lr=0.0, batch_size=4, n_iters=4_000, patience=2,
+                         device="cpu").fit(cells(60, 3))
+    assert middle.history_["iteration"].tolist() == [2_500, 2_700, 2_900]
+    asked = AutoEncoder(hidden_units=(4,), latent_dim=2, lr=0.0, batch_size=4, n_iters=400, eval_every=100,
+                        patience=2, device="cpu").fit(cells(60, 3))
+    assert asked.history_["iteration"].tolist() == [100, 200, 300]  # an explicit cadence starts at eval_every
 
 
 def test_w1ot_patience_in_each_stage():
