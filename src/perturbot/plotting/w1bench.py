@@ -8,9 +8,9 @@ import seaborn as sns
 
 #: Metric column -> axis label, in the order of the figure's rows.
 METRICS = {
-    "cos": "cosine to the true gradient (1 is best)",
-    "l2": "squared L2 to the true gradient (0 is best)",
-    "w1_relative_error": "relative error of the W1 estimate",
+    "cos": "cosine to true gradient (↑)",
+    "l2": "squared L2 to true gradient (↓)",
+    "w1_relative_error": "W1 estimate, relative error (↓)",
 }
 
 
