@@ -59,7 +59,7 @@ class OTFlowMatching(PerturbationModel):
 
     def __init__(
         self,
-        n_iters: int = 4000,
+        n_iters: int = 8000,
         batch_size: int = 512,
         lr: float = 1e-3,
         lr_min: float = 1e-5,
