@@ -1,45 +1,7 @@
 """W1-OT paper, Supplementary Fig. S1: the GroupSort group count on the Wasserstein-1 benchmark (config w1ot_group_size)."""
 
-from perturbot.data.catalog import load_catalog
-from perturbot.w1bench import check_settings, pair_source
 
-W1BENCH_DIR = "results/w1ot_group_size"
-
-if "w1ot_group_size" in config:
-    try:
-        check_settings(
-            config["w1ot_group_size"], load_catalog(os.path.join(workflow.basedir, "resources", "datasets.yaml"))
-        )
-    except ValueError as err:
-        raise WorkflowError(f"Invalid configuration: {err}") from None
-
-
-def w1bench_settings():
-    return config["w1ot_group_size"]
-
-
-def w1bench_catalog_pairs():
-    """The catalogue's name of the published pairs, or None when the settings name a local folder."""
-    pairs = w1bench_settings()["pairs"]
-    return None if ("/" in pairs or os.path.isdir(pairs)) else pairs
-
-
-def w1bench_pair_file(wc):
-    """A pair's file: the download record of a catalogued pair, or the file in the local folder."""
-    name = w1bench_catalog_pairs()
-    if name is None:
-        return os.path.join(w1bench_settings()["pairs"], f"dim_{wc.dim}", f"width_{wc.width}", "deg_8_seed_987.pt")
-    return f"resources/downloads/{name}_dim_{wc.dim}_width_{wc.width}.fetched.json"
-
-
-def w1bench_runs():
-    s = w1bench_settings()
-    return [
-        f"{W1BENCH_DIR}/dim_{d}/width_{w}/groups_{g}.json"
-        for d in s["dims"]
-        for w in s["widths"]
-        for g in s["n_groups"]
-    ]
+include: "common_w1bench.smk"
 
 
 rule download_w1bench_pair:
@@ -79,11 +41,11 @@ rule w1bench_fit:
     input:
         w1bench_pair_file,
     output:
-        W1BENCH_DIR + "/dim_{dim}/width_{width}/groups_{groups}.json",
+        "results/w1ot_group_size/dim_{dim}/width_{width}/groups_{groups}.json",
     log:
-        W1BENCH_DIR + "/logs/dim_{dim}_width_{width}_groups_{groups}.log",
+        "results/w1ot_group_size/logs/dim_{dim}_width_{width}_groups_{groups}.log",
     benchmark:
-        W1BENCH_DIR + "/benchmarks/dim_{dim}_width_{width}_groups_{groups}.tsv"
+        "results/w1ot_group_size/benchmarks/dim_{dim}_width_{width}_groups_{groups}.tsv"
     wildcard_constraints:
         dim=r"\d+",
         width=r"\d+",
@@ -108,9 +70,9 @@ rule w1bench_table:
     input:
         lambda wc: w1bench_runs(),
     output:
-        W1BENCH_DIR + "/metrics.csv",
+        "results/w1ot_group_size/metrics.csv",
     log:
-        W1BENCH_DIR + "/logs/table.log",
+        "results/w1ot_group_size/logs/table.log",
     localrule: True
     conda:
         "../../envs/analysis.yaml"
@@ -121,7 +83,7 @@ rule w1bench_table:
 rule figure_w1ot_group_size:
     """Cosine, L2 and W1 error of W1-OT's potential against its GroupSort group count."""
     input:
-        W1BENCH_DIR + "/metrics.csv",
+        "results/w1ot_group_size/metrics.csv",
     output:
         pdf=figure_report(
             "results/figures/w1ot_group_size.pdf",
