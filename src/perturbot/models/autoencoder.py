@@ -67,7 +67,7 @@ def default_eval_every(n_iters: int, patience: int | None) -> int:
     return max(1, min(EARLY_STOPPING_EVAL_EVERY, int(n_iters) // 20))
 
 
-def first_validation(eval_every: int | None, n_iters: int, patience: int | None) -> int:
+def first_validation(eval_every: int | None) -> int:
     """The first iteration validated: the paper's 2,500 when the cadence follows the budget, else ``eval_every``.
 
     Early stopping validates more often than the paper, but keeps no weights from before
@@ -175,7 +175,7 @@ class ReconstructionModel(PerturbationModel):
         ``n_conditions`` > 0, are the one-hot condition."""
         self._validate_params()
         eval_every = self._eval_every()
-        first_val = first_validation(self.eval_every, self.n_iters, self.patience)
+        first_val = first_validation(self.eval_every)
         if self.n_iters < 1 or self.batch_size < 1 or eval_every < 1:
             raise ValueError("n_iters, batch_size and eval_every must be positive")
         self.device_ = device = resolve_device(self.device)
