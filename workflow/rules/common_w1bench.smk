@@ -21,7 +21,8 @@ def w1bench_settings():
 def w1bench_catalog_pairs():
     """The catalogue's name of the published pairs, or None when the settings name a local folder."""
     pairs = w1bench_settings()["pairs"]
-    return None if ("/" in pairs or os.path.isdir(pairs)) else pairs
+    catalogued = load_catalog(os.path.join(workflow.basedir, "resources", "datasets.yaml")).get("benchmark_pairs") or {}
+    return pairs if pairs in catalogued else None  # as check_settings decides
 
 
 def w1bench_pair_file(wc):
