@@ -4,12 +4,13 @@ from perturbot.data.catalog import load_catalog
 from perturbot.w1bench import check_settings, pair_source
 
 W1BENCH_DIR = "results/w1ot_group_size"
+#: The dataset catalogue, read once: its benchmark_pairs section names the published pairs.
+W1BENCH_CATALOG = load_catalog(os.path.join(workflow.basedir, "resources", "datasets.yaml"))
+W1BENCH_PAIRS = W1BENCH_CATALOG.get("benchmark_pairs") or {}
 
 if "w1ot_group_size" in config:
     try:
-        check_settings(
-            config["w1ot_group_size"], load_catalog(os.path.join(workflow.basedir, "resources", "datasets.yaml"))
-        )
+        check_settings(config["w1ot_group_size"], W1BENCH_CATALOG)
     except ValueError as err:
         raise WorkflowError(f"Invalid configuration: {err}") from None
 
@@ -21,8 +22,7 @@ def w1bench_settings():
 def w1bench_catalog_pairs():
     """The catalogue's name of the published pairs, or None when the settings name a local folder."""
     pairs = w1bench_settings()["pairs"]
-    catalogued = load_catalog(os.path.join(workflow.basedir, "resources", "datasets.yaml")).get("benchmark_pairs") or {}
-    return pairs if pairs in catalogued else None  # as check_settings decides
+    return pairs if pairs in W1BENCH_PAIRS else None  # as check_settings decides
 
 
 def w1bench_pair_file(wc):

@@ -11,29 +11,17 @@ rule download_w1bench_pair:
     log:
         "resources/downloads/logs/{pairs}_dim_{dim}_width_{width}.log",
     wildcard_constraints:
-        pairs="|".join(
-            map(
-                re.escape,
-                load_catalog(os.path.join(workflow.basedir, "resources", "datasets.yaml")).get("benchmark_pairs")
-                or {},
-            )
-        )
-        or "^$",
+        pairs="|".join(map(re.escape, W1BENCH_PAIRS)) or "^$",
         dim=r"\d+",
         width=r"\d+",
     localrule: True
     conda:
         "../../envs/data.yaml"
     params:
-        source=lambda wc: pair_source(
-            load_catalog(os.path.join(workflow.basedir, "resources", "datasets.yaml")),
-            wc.pairs,
-            int(wc.dim),
-            int(wc.width),
-        ),
-        name=lambda wc: f"{wc.pairs} dim_{wc.dim}/width_{wc.width}",
+        source=lambda wc: pair_source(W1BENCH_CATALOG, wc.pairs, int(wc.dim), int(wc.width)),
+        dataset=lambda wc: f"{wc.pairs} dim_{wc.dim}/width_{wc.width}",
     script:
-        "../scripts/download_w1bench_pair.py"
+        "../scripts/download_archive.py"
 
 
 rule w1bench_fit:
