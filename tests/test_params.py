@@ -172,11 +172,12 @@ def test_declared_constraints_name_real_parameters_and_every_default_and_preset_
         validate_params(cls, preset, f"{cls.__name__}.PRESETS[{modality}]", convert=False)
 
 
-def test_cellot_presets_pass_cellots_constraints():
-    from perturbot.models.cellot import PRESETS, CellOT
+def test_named_presets_pass_their_models_constraints():
+    from perturbot.models import cellot, w1ot
 
-    for name, preset in PRESETS.items():
-        validate_params(CellOT, preset, f"PRESETS[{name}]", convert=False)
+    for cls, presets in ((cellot.CellOT, cellot.PRESETS), (w1ot.W1OT, w1ot.PRESETS)):
+        for name, preset in presets.items():
+            validate_params(cls, preset, f"{cls.__name__} PRESETS[{name}]", convert=False)
 
 
 def test_interval_and_options_say_what_they_allow():

@@ -31,8 +31,17 @@ from perturbot.nn.mlp import mlp
 _INFERENCE_CHUNK = 16384
 
 
-#: How the step-size network starts: "none" (random, the paper's) or "gaussian" (the Gaussian map's lengths).
-STEP_INITS = ("none", "gaussian")
+#: How the step-size network starts: "none" (random, the paper's), "gaussian" (the Gaussian map's lengths)
+#: or "ot" (the lengths of minibatch-OT pairs, measured along the learned ray).
+STEP_INITS = ("none", "gaussian", "ot")
+#: Cells a side in each minibatch-OT assignment of ``step_init="ot"`` (larger: closer to the W2 pairing).
+OT_LENGTH_BATCH = 512
+#: What a preset sets (an explicit value overrides it). "paper": the authors' two stages;
+#: "ot_lengths": the paper's potential, then per-cell lengths from minibatch-OT pairs and no GAN.
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {"n_iters_step": 10_000, "step_init": "none"},
+    "ot_lengths": {"n_iters_step": 0, "step_init": "ot"},
+}
 
 
 class W1OT(PerturbationModel):
@@ -59,14 +68,14 @@ class W1OT(PerturbationModel):
         "orthogonalization": Options(ORTHOGONALIZATIONS), "bjorck_iters": Interval(1), "bjorck_iters_eval": Interval(1),
         "step_hidden_units": Interval(1), "val_size": Interval(0), "eval_every": Interval(1), "patience": Interval(1),
         "criterion": Options(training.CRITERIA), "checkpoint_every": Interval(1),
-        "step_init": Options(STEP_INITS), "step_init_iters": Interval(0),
+        "step_init": Options(STEP_INITS), "step_init_iters": Interval(0), "preset": Options(PRESETS),
     }
 
     def __init__(
         self,
         n_iters: int | None = None,
         n_iters_potential: int = 10_000,
-        n_iters_step: int = 10_000,
+        n_iters_step: int | None = None,
         batch_size: int = 256,
         lr_potential: float = 1e-2,
         lr_potential_min: float = 1e-4,
@@ -84,8 +93,9 @@ class W1OT(PerturbationModel):
         patience: int | None = None,
         criterion: str = "mmd_fixed",
         checkpoint_every: int = 1000,
-        step_init: str = "none",
+        step_init: str | None = None,
         step_init_iters: int = 2000,
+        preset: str = "paper",
         seed: int = 0,
         device: str = "auto",
     ) -> None:
@@ -111,6 +121,7 @@ class W1OT(PerturbationModel):
         self.checkpoint_every = checkpoint_every
         self.step_init = step_init
         self.step_init_iters = step_init_iters
+        self.preset = preset
         self.seed = seed
         self.device = device
 
@@ -134,10 +145,22 @@ class W1OT(PerturbationModel):
         disc = mlp(n_features, hidden, 1, "leaky_relu", None, n_models=n_models)
         return phi.to(self.device_), eta.to(self.device_), disc.to(self.device_)
 
+    def settings(self) -> dict[str, Any]:
+        """The preset's values with every explicitly given one in its place."""
+        if self.preset not in PRESETS:
+            raise ValueError(f"unknown preset {self.preset!r}; choose one of {sorted(PRESETS)}")
+        return {k: v if getattr(self, k) is None else getattr(self, k) for k, v in PRESETS[self.preset].items()}
+
+    def resolved_params(self) -> dict[str, Any]:
+        """Every hyper-parameter, with the preset's values in place of ``None``."""
+        return {**self.get_params(), **self.settings()}
+
     def _iterations(self) -> tuple[int, int]:
+        """(potential, step) iterations: ``n_iters`` sets both, but a step stage switched off stays off."""
+        n_step = int(self.settings()["n_iters_step"])
         if self.n_iters is not None:
-            return int(self.n_iters), int(self.n_iters)
-        return int(self.n_iters_potential), int(self.n_iters_step)
+            return int(self.n_iters), int(self.n_iters) if n_step > 0 else 0
+        return int(self.n_iters_potential), n_step
 
     # ------------------------------------------------------------- fitting
     def fit_many(
@@ -170,8 +193,11 @@ class W1OT(PerturbationModel):
         else:
             w1_val = self._fit_potential(phi, data, n_pot, gen, history, ckpt, state, names, n_step)
             step_state = None
-            if self.step_init == "gaussian":
+            step_init = self.settings()["step_init"]
+            if step_init == "gaussian":
                 self._init_step_gaussian(phi, eta, data, gen)
+            elif step_init == "ot":
+                self._init_step_ot(phi, eta, data, gen)
         middle, middle_cpu = time.perf_counter(), time.process_time()
         val_score = self._fit_step(phi, eta, disc, data, n_pot, n_step, gen, history, ckpt, step_state, names)
         ckpt.clear()
@@ -308,7 +334,7 @@ class W1OT(PerturbationModel):
             }
 
         # a chosen start (step_init) competes with what the GAN makes of it: scored at iteration 0
-        score_start = state is None and self.step_init != "none"
+        score_start = state is None and self.settings()["step_init"] != "none"
         eta.train()
         disc.train()
         b = self.batch_size
@@ -394,6 +420,39 @@ class W1OT(PerturbationModel):
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+
+    def _init_step_ot(self, phi: LipschitzPotential, eta: nn.Module, data: "_Data", gen: torch.Generator) -> None:
+        """Start eta at the lengths of minibatch-OT pairs along -grad phi (``step_init="ot"``).
+
+        Each of ``step_init_iters`` Adam steps draws ``OT_LENGTH_BATCH`` control and perturbed
+        cells, pairs them by the exact assignment of least squared distance (as OT-FM does) and
+        regresses eta(x) on max(0, <x - y, grad phi(x)> / ||grad phi(x)||^2), the length of each
+        pair's displacement along the learned ray. The regression averages the pairs, so eta
+        approaches the conditional mean length, per cell, of the minibatch-OT coupling; the
+        learning rate decays by a cosine from 1e-3 to 1e-5.
+        """
+        from scipy.optimize import linear_sum_assignment
+
+        src = data.source
+        directions = data.source_directions(phi, src)  # (P, n, d)
+        b = OT_LENGTH_BATCH
+        opt = torch.optim.Adam(eta.parameters(), lr=1e-3)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(self.step_init_iters, 1), eta_min=1e-5)
+        eta.train()
+        for _ in range(self.step_init_iters):
+            idx = data.source_index(b, gen)
+            x = src[idx]
+            y = data.sample_target(b, gen)
+            cost = torch.cdist(x, y).pow(2).cpu().double().numpy()
+            perm = torch.from_numpy(np.stack([linear_sum_assignment(c)[1] for c in cost])).to(y.device)
+            y = torch.gather(y, 1, perm[..., None].expand_as(y))
+            d = torch.gather(directions, 1, idx[..., None].expand(-1, -1, directions.shape[-1]))
+            lengths = (((x - y) * d).sum(-1) / d.square().sum(-1).clamp_min(1e-6)).clamp_min(0.0)
+            loss = (eta(x).squeeze(-1) - lengths).square().mean(1).sum()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
 
     def _move(self, x: torch.Tensor, direction: torch.Tensor, eta: nn.Module) -> torch.Tensor:
         mapped = x - eta(x) * direction
