@@ -154,6 +154,17 @@ def empirical_w2(x: torch.Tensor, y: torch.Tensor, max_cells: int = W2_CELLS) ->
     return float(cost[rows, cols].mean())
 
 
+def pair_by_assignment(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``y`` (P, b, d) reordered so that row i of each batch is paired with row i of ``x`` (P, b, d) by the
+    exact assignment of least squared distance: the minibatch-OT pairing of OT-FM and W1-OT's
+    ``step_init="ot"``. Solved on the CPU whatever the device (n^3: about 0.03 s at 512 cells a side)."""
+    from scipy.optimize import linear_sum_assignment
+
+    cost = torch.cdist(x, y).pow(2).cpu().double().numpy()
+    perms = np.stack([linear_sum_assignment(c)[1] for c in cost])
+    return torch.gather(y, 1, torch.from_numpy(perms).to(y.device)[..., None].expand_as(y))
+
+
 class SelectionScore:
     """The validation score one perturbation's checkpoints are ranked by (lower is better).
 

@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy.optimize import linear_sum_assignment
 
 from perturbot import training
 from perturbot.fingerprint import fit_arrays
@@ -349,7 +348,5 @@ class _Data:
             for p in chosen.tolist()
         ])
         if coupling == "exact":
-            cost = torch.cdist(x0, x1).pow(2).cpu().double().numpy()
-            perms = np.stack([linear_sum_assignment(c)[1] for c in cost])
-            x1 = torch.gather(x1, 1, torch.from_numpy(perms).to(x1.device)[..., None].expand_as(x1))
+            x1 = training.pair_by_assignment(x0, x1)
         return x0, x1

@@ -45,7 +45,10 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 class W1OT(PerturbationModel):
-    """W1-OT estimator; hyper-parameters as in the paper and the authors' configuration.
+    """W1-OT estimator; hyper-parameters as in the paper and the authors' configuration (``preset="paper"``).
+
+    ``preset="ot_lengths"`` keeps the paper's potential and learns the step sizes by regression on
+    minibatch-OT pairs instead of the GAN (measured on non-linear W2 ground truth, docs/models/w1ot.md).
 
     See ``docs/models/w1ot.md`` for every keyword. Learned state: ``potential_``
     (stacked 1-Lipschitz phi), ``step_`` (stacked eta), ``perturbations_``,
@@ -431,8 +434,6 @@ class W1OT(PerturbationModel):
         approaches the conditional mean length, per cell, of the minibatch-OT coupling; the
         learning rate decays by a cosine from 1e-3 to 1e-5.
         """
-        from scipy.optimize import linear_sum_assignment
-
         src = data.source
         directions = data.source_directions(phi, src)  # (P, n, d)
         b = OT_LENGTH_BATCH
@@ -442,10 +443,7 @@ class W1OT(PerturbationModel):
         for _ in range(self.step_init_iters):
             idx = data.source_index(b, gen)
             x = src[idx]
-            y = data.sample_target(b, gen)
-            cost = torch.cdist(x, y).pow(2).cpu().double().numpy()
-            perm = torch.from_numpy(np.stack([linear_sum_assignment(c)[1] for c in cost])).to(y.device)
-            y = torch.gather(y, 1, perm[..., None].expand_as(y))
+            y = training.pair_by_assignment(x, data.sample_target(b, gen))
             d = torch.gather(directions, 1, idx[..., None].expand(-1, -1, directions.shape[-1]))
             lengths = (((x - y) * d).sum(-1) / d.square().sum(-1).clamp_min(1e-6)).clamp_min(0.0)
             loss = (eta(x).squeeze(-1) - lengths).square().mean(1).sum()
