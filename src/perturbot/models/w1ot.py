@@ -14,6 +14,7 @@ matrix products), and ``fit`` is ``fit_many`` with one perturbation.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -42,6 +43,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     "paper": {"n_iters_step": 10_000, "step_init": "none"},
     "ot_lengths": {"n_iters_step": 0, "step_init": "ot"},
 }
+
+
+def length_along(x: torch.Tensor, y: torch.Tensor, grad_phi: torch.Tensor) -> torch.Tensor:
+    """How far x - eta * grad_phi must go to get closest to y: max(0, <x - y, grad_phi> / |grad_phi|^2)."""
+    return (((x - y) * grad_phi).sum(-1) / grad_phi.square().sum(-1).clamp_min(1e-6)).clamp_min(0.0)
 
 
 class W1OT(PerturbationModel):
@@ -412,17 +418,14 @@ class W1OT(PerturbationModel):
             start = int(data.offsets[p])
             target = data.target[start : start + int(data.sizes[p])].cpu().numpy()
             mapped = torch.from_numpy(GaussianOT(seed=self.seed).fit(src_np, target).transport(src_np)).to(src)
-            along = ((src - mapped) * directions[p]).sum(-1) / directions[p].square().sum(-1).clamp_min(1e-6)
-            lengths.append(along.clamp_min(0.0))
+            lengths.append(length_along(src, mapped, directions[p]))
         lengths = torch.stack(lengths)
-        opt = torch.optim.Adam(eta.parameters(), lr=1e-3)
-        eta.train()
-        for _ in range(self.step_init_iters):
+
+        def draw() -> tuple[torch.Tensor, torch.Tensor]:
             idx = data.source_index(self.batch_size, gen)
-            loss = (eta(src[idx]).squeeze(-1) - lengths.gather(1, idx)).square().mean(1).sum()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            return src[idx], lengths.gather(1, idx)
+
+        self._regress_step(eta, draw, decay=False)
 
     def _init_step_ot(self, phi: LipschitzPotential, eta: nn.Module, data: "_Data", gen: torch.Generator) -> None:
         """Start eta at the lengths of minibatch-OT pairs along -grad phi (``step_init="ot"``).
@@ -436,21 +439,31 @@ class W1OT(PerturbationModel):
         """
         src = data.source
         directions = data.source_directions(phi, src)  # (P, n, d)
-        b = OT_LENGTH_BATCH
+
+        def draw() -> tuple[torch.Tensor, torch.Tensor]:
+            idx = data.source_index(OT_LENGTH_BATCH, gen)
+            x = src[idx]
+            y = training.pair_by_assignment(x, data.sample_target(OT_LENGTH_BATCH, gen))
+            d = torch.gather(directions, 1, idx[..., None].expand(-1, -1, directions.shape[-1]))
+            return x, length_along(x, y, d)
+
+        self._regress_step(eta, draw, decay=True)
+
+    def _regress_step(self, eta: nn.Module, draw: Callable[[], tuple[torch.Tensor, torch.Tensor]], decay: bool) -> None:
+        """``step_init_iters`` Adam steps (lr 1e-3, cosine-decayed to 1e-5 if ``decay``) of eta(x) on the
+        lengths ``draw()`` returns with its cells, both (P, b, ...)."""
         opt = torch.optim.Adam(eta.parameters(), lr=1e-3)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(self.step_init_iters, 1), eta_min=1e-5)
+        sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(self.step_init_iters, 1), eta_min=1e-5)
+                 if decay else None)
         eta.train()
         for _ in range(self.step_init_iters):
-            idx = data.source_index(b, gen)
-            x = src[idx]
-            y = training.pair_by_assignment(x, data.sample_target(b, gen))
-            d = torch.gather(directions, 1, idx[..., None].expand(-1, -1, directions.shape[-1]))
-            lengths = (((x - y) * d).sum(-1) / d.square().sum(-1).clamp_min(1e-6)).clamp_min(0.0)
+            x, lengths = draw()
             loss = (eta(x).squeeze(-1) - lengths).square().mean(1).sum()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            sched.step()
+            if sched is not None:
+                sched.step()
 
     def _move(self, x: torch.Tensor, direction: torch.Tensor, eta: nn.Module) -> torch.Tensor:
         mapped = x - eta(x) * direction
