@@ -53,14 +53,14 @@ ROWS: dict[str, tuple[str, dict]] = {
     "w1ot (gaussian start)": ("w1ot", {"step_init": "gaussian"}),
     "w1ot (gaussian lengths)": ("w1ot", {"step_init": "gaussian", "n_iters_step": 0}),
     "w1ot (ot_lengths)": ("w1ot", {"preset": "ot_lengths"}),
+    "w1ot (ot_lengths, width 64)": ("w1ot", {"preset": "ot_lengths", "hidden_units": (64, 64, 64, 64)}),
     "w1ot (ot_lengths, width 128)": ("w1ot", {"preset": "ot_lengths", "hidden_units": (128, 128, 128, 128)}),
-    "w1ot (ot_lengths, width 256)": ("w1ot", {"preset": "ot_lengths", "hidden_units": (256, 256, 256, 256)}),
 }
 #: What ``make bench`` runs: every model at its named presets (the variants, and CellOT's paper recipe, whose
 #: 100,000 iterations take hours a pair on a CPU, on request).
 DEFAULT_ROWS = [row for row in ROWS if row not in (
     "cellot (paper)", "cellot (accurate, softplus)", "w1ot (gaussian start)", "w1ot (gaussian lengths)",
-    "w1ot (ot_lengths, width 128)", "w1ot (ot_lengths, width 256)")]
+    "w1ot (ot_lengths, width 64)", "w1ot (ot_lengths, width 128)")]
 
 
 def _load() -> str:

@@ -214,7 +214,7 @@ def test_ot_lengths_follow_a_non_linear_monotone_map_that_gaussian_lengths_miss(
     x = rng.standard_normal((2000, 2)).astype(np.float32)
     y = truth(rng.standard_normal((2000, 2)).astype(np.float32))
     test = rng.standard_normal((1000, 2)).astype(np.float32)
-    kw = dict(n_iters_potential=800, step_init_iters=200, device="cpu")
+    kw = dict(n_iters_potential=800, step_init_iters=200, hidden_units=(64,) * 4, device="cpu")
     err = {init: np.linalg.norm(W1OT(preset="ot_lengths", step_init=init, **kw).fit(x, y).transport(test)
                                 - truth(test), axis=1).mean() for init in ("ot", "gaussian")}
     assert err["ot"] < 0.8 * err["gaussian"], err  # measured: 0.114 against 0.158
@@ -240,7 +240,7 @@ def test_registered_and_default_hyperparameters():
     assert tuple(p["hidden_units"]) == (64,) * 4 and p["n_groups"] == 4 and p["orthogonalization"] == "cayley"
     assert W1OT(n_iters=7)._iterations() == (7, 7)
     # a preset fills only what is not given; a step stage switched off stays off under n_iters
-    assert W1OT(preset="ot_lengths").settings() == {"n_iters_step": 0, "step_init": "ot"}
+    assert W1OT(preset="ot_lengths").settings() == {"n_iters_step": 0, "step_init": "ot", "hidden_units": (256,) * 4}
     assert W1OT(preset="ot_lengths", step_init="gaussian").settings()["step_init"] == "gaussian"
     assert W1OT(preset="ot_lengths", n_iters=7)._iterations() == (7, 0)
     with pytest.raises(ValueError, match="preset"):

@@ -38,10 +38,11 @@ STEP_INITS = ("none", "gaussian", "ot")
 #: Cells a side in each minibatch-OT assignment of ``step_init="ot"`` (larger: closer to the W2 pairing).
 OT_LENGTH_BATCH = 512
 #: What a preset sets (an explicit value overrides it). "paper": the authors' two stages;
-#: "ot_lengths": the paper's potential, then per-cell lengths from minibatch-OT pairs and no GAN.
+#: "ot_lengths": the paper's potential stage with 256-wide layers, then per-cell lengths from
+#: minibatch-OT pairs and no GAN (measured in benchmarks/bench_suite.py, docs/models/w1ot.md).
 PRESETS: dict[str, dict[str, Any]] = {
-    "paper": {"n_iters_step": 10_000, "step_init": "none"},
-    "ot_lengths": {"n_iters_step": 0, "step_init": "ot"},
+    "paper": {"n_iters_step": 10_000, "step_init": "none", "hidden_units": (64, 64, 64, 64)},
+    "ot_lengths": {"n_iters_step": 0, "step_init": "ot", "hidden_units": (256, 256, 256, 256)},
 }
 
 
@@ -90,7 +91,7 @@ class W1OT(PerturbationModel):
         lr_potential_min: float = 1e-4,
         betas_potential: tuple[float, float] = (0.5, 0.5),
         lr_step: float = 1e-4,
-        hidden_units: tuple[int, ...] = (64, 64, 64, 64),
+        hidden_units: tuple[int, ...] | None = None,
         n_groups: int = 4,
         orthogonalization: str = "cayley",
         bjorck_iters: int = 20,
@@ -142,7 +143,7 @@ class W1OT(PerturbationModel):
         training.seed_everything(self.seed)
         phi = LipschitzPotential(
             n_features,
-            list(self.hidden_units),
+            list(self.settings()["hidden_units"]),
             n_groups=self.n_groups,
             n_models=n_models,
             method=self.orthogonalization,
