@@ -70,3 +70,8 @@ containerize: $(STAMP)
 
 clean:
 	rm -rf results/* results/.checkpoints .snakemake
+
+# the README's figure, docs/demo.png, drawn from the results of `make demo` (docs/readme_figure.py)
+.PHONY: readme-figure
+readme-figure: $(STAMP)
+	$(VENV)/bin/python docs/readme_figure.py
