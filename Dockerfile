@@ -1,6 +1,6 @@
 FROM condaforge/miniforge3:latest
 LABEL io.github.snakemake.containerized="true"
-LABEL io.github.snakemake.conda_env_hash="538035404612d911b5e1cb063cc67ab4b8d3ebb7b31201f4b11e4e6ae01871c6"
+LABEL io.github.snakemake.conda_env_hash="0fb883d7fd92315d0c0003ea2cefcbf291e16e2331d0c38d1aea5c75c2c09b18"
 ENV CONDA_OVERRIDE_CUDA=12
 # Conda environment:
 #   source: envs/analysis.yaml
@@ -31,8 +31,9 @@ RUN mkdir -p /conda-envs/2fb224053124113ee2bfa56de2829218
 COPY envs/analysis.yaml /conda-envs/2fb224053124113ee2bfa56de2829218/environment.yaml
 # Conda environment:
 #   source: envs/data.yaml
-#   prefix: /conda-envs/44d0b62f00d82079a886f33a5ac2447c
+#   prefix: /conda-envs/5909e3d4e6074e47b59c63114698873b
 #   # Data download and preparation: rules download_dataset, download_archive, prepare_data.
+#   # pyyaml: the dataset catalogue (perturbot.data.catalog), which names the archives.
 #   # No torch: these jobs import perturbot.data, perturbot.preprocessing and the
 #   # dataclasses of perturbot.config, none of which needs it. perturbot itself is not
 #   # installed here: jobs import it from the workflow's src/ (see the Snakefile).
@@ -46,11 +47,12 @@ COPY envs/analysis.yaml /conda-envs/2fb224053124113ee2bfa56de2829218/environment
 #     - numpy=2.4
 #     - pandas=2.3
 #     - pooch=1.9
+#     - pyyaml=6.0
 #     - requests=2.34
 #     - scanpy=1.11
 #     - scipy=1.17
-RUN mkdir -p /conda-envs/44d0b62f00d82079a886f33a5ac2447c
-COPY envs/data.yaml /conda-envs/44d0b62f00d82079a886f33a5ac2447c/environment.yaml
+RUN mkdir -p /conda-envs/5909e3d4e6074e47b59c63114698873b
+COPY envs/data.yaml /conda-envs/5909e3d4e6074e47b59c63114698873b/environment.yaml
 # Conda environment:
 #   source: envs/training.yaml
 #   prefix: /conda-envs/294bc6cdb9d9c020d35180d3c3a34e46
@@ -83,6 +85,6 @@ RUN mkdir -p /conda-envs/294bc6cdb9d9c020d35180d3c3a34e46
 COPY envs/training.yaml /conda-envs/294bc6cdb9d9c020d35180d3c3a34e46/environment.yaml
 
 RUN conda env create --prefix /conda-envs/2fb224053124113ee2bfa56de2829218 --file /conda-envs/2fb224053124113ee2bfa56de2829218/environment.yaml && \
-    conda env create --prefix /conda-envs/44d0b62f00d82079a886f33a5ac2447c --file /conda-envs/44d0b62f00d82079a886f33a5ac2447c/environment.yaml && \
+    conda env create --prefix /conda-envs/5909e3d4e6074e47b59c63114698873b --file /conda-envs/5909e3d4e6074e47b59c63114698873b/environment.yaml && \
     conda env create --prefix /conda-envs/294bc6cdb9d9c020d35180d3c3a34e46 --file /conda-envs/294bc6cdb9d9c020d35180d3c3a34e46/environment.yaml && \
     conda clean --all -y

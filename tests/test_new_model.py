@@ -1,4 +1,4 @@
-"""Adding a model is one file in models/, one registry line and its docs page, and nothing else.
+"""Adding a model is one file in models/, one registry line, its docs page and one command, and nothing else.
 
 A copy of the checkout gets a toy transport model (a learned mean shift that
 declares its capability tags) and one registry line; an experiment with it then
@@ -84,6 +84,11 @@ def test_a_new_model_needs_one_file_one_registry_line_and_a_docs_page(bare_pytho
     assert line in registry.read_text()
     registry.write_text(registry.read_text().replace(line, line + '    "mean_shift": "perturbot.models.mean_shift:MeanShift",\n'))
     (repo / "docs/models/mean_shift.md").write_text("# Mean shift\n\nA toy transport map.\n")
+    # the planning layer reads the model's tags and parameters from the record, which one command rewrites
+    declared = subprocess.run([str(bare_python), "-m", "perturbot.models.declare"], cwd=repo / "src",
+                              capture_output=True, text=True, timeout=300)
+    assert declared.returncode == 0, declared.stderr[-3000:]
+    assert '"mean_shift"' in (repo / "src/perturbot/models/declarations.json").read_text()
 
     work = tmp_path / "run"
     work.mkdir()

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from perturbot import w1bench as wb
-from perturbot.data.catalog import load_catalog
+from perturbot.data.catalog import load_catalog, pair_source
 from tests.helpers import REPO, run_workflow
 
 
@@ -81,14 +81,14 @@ def test_pair_files_round_trip_and_a_wrong_hash_is_refused(tmp_path, pair):
 
 def test_the_catalogue_names_every_published_pair_with_its_hash():
     catalog = load_catalog(REPO / "resources" / "datasets.yaml")
-    source = wb.pair_source(catalog, "w1bench_nd", 64, 16)
+    source = pair_source(catalog, "w1bench_nd", 64, 16)
     assert source["url"] == (
         "https://raw.githubusercontent.com/justkolesov/Wasserstein1Benchmark/"
         "359d2b120a4f186adf257a4a22d115b13f877251/benchmarks/nd/dim_64/width_16/deg_8_seed_987.pt"
     )
     assert len(catalog["benchmark_pairs"]["w1bench_nd"]["sha256"]) == 28
     with pytest.raises(ValueError, match="published ones are"):
-        wb.pair_source(catalog, "w1bench_nd", 256, 16)
+        pair_source(catalog, "w1bench_nd", 256, 16)
 
 
 def test_a_short_training_points_the_potential_the_right_way(pair):

@@ -3,7 +3,7 @@
 A model that learns nothing (identity, observed) or fits in closed form (Gaussian
 OT, PopAlign, scGen's mean shift) takes less time per perturbation than the
 start-up of a job; its ``cheap_fit`` tag makes the workflow fit all of a run's
-perturbations in one job (:func:`perturbot.experiment.training_jobs`), so the
+perturbations in one job (:func:`perturbot.jobs.training_jobs`), so the
 number of jobs does not grow with the perturbations of a screen.
 
 :class:`PerturbationBundle` fits a fresh model per perturbation, built the way a

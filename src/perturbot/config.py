@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from perturbot import models as model_registry
-from perturbot.params import ParameterError, validate_params
 from perturbot.errors import ClearError
+from perturbot.models.declarations import Declaration, declaration
+from perturbot.params import ParameterError, validate_params
 
 SETTINGS = ("iid", "oos", "ood")
 IID_HOLDOUT = "all"
@@ -147,11 +148,10 @@ def model_specs(config: dict, experiment: str) -> list[ModelSpec]:
     specs = []
     for entry in _model_entries(exp):
         model = entry.get("model", entry["name"])
-        declared = model_registry.get(model).default_space
-        latent = declared == "latent_only" or (declared == "latent" and modality != "features")
+        cls = declaration(model)
+        latent = cls.default_space == "latent_only" or (cls.default_space == "latent" and modality != "features")
         space = entry.get("space", "latent" if latent else "data")
-        cls = model_registry.get(model)
-        preset = getattr(cls, "PRESETS", {}).get(modality, {})
+        preset = cls.modality_preset(modality)
         explicit = {
             **config.get("model_params", {}).get(model, {}),
             **exp.get("model_params", {}).get(model, {}),
@@ -172,7 +172,7 @@ def model_specs(config: dict, experiment: str) -> list[ModelSpec]:
     return specs
 
 
-def early_stopping(config: dict, cls: type, params: dict[str, Any] | None = None) -> dict[str, Any]:
+def early_stopping(config: dict, cls: Declaration, params: dict[str, Any] | None = None) -> dict[str, Any]:
     """The top-level ``patience`` for a model class that takes one (below every per-model setting).
 
     None when ``params`` (the model's own settings) name a ``preset`` that sets
@@ -183,27 +183,14 @@ def early_stopping(config: dict, cls: type, params: dict[str, Any] | None = None
     if patience is None or "patience" not in cls.default_params():
         return {}
     named = (params or {}).get("preset")
-    if named is not None and "patience" in named_preset(cls, named):
+    if named is not None and "patience" in cls.named_preset(named):
         return {}
     return {"patience": int(patience)}
 
 
-def named_preset(cls: type, name: str) -> dict[str, Any]:
-    """What a model's named preset (its ``preset`` argument) sets; {} for a model without one or an unknown name.
-
-    The table is the class's ``PRESETS``, or else its module's (CellOT keeps it there).
-    """
-    if "preset" not in cls.default_params():
-        return {}
-    for table in (getattr(cls, "PRESETS", None), getattr(sys.modules.get(cls.__module__), "PRESETS", None)):
-        if isinstance(table, dict) and isinstance(table.get(name), dict):
-            return table[name]
-    return {}
-
-
 def is_neural_ot(model: str) -> bool:
     """A transport map learned by a network: drawn on the 2-D toy maps and in the training-time figure."""
-    cls = model_registry.get(model)
+    cls = declaration(model)
     return cls.is_ot and cls.is_neural
 
 
@@ -253,11 +240,14 @@ def check_config(config: dict) -> None:
         labels = set()
         for entry in _model_entries(exp):
             model = entry.get("model", entry["name"])
+            if model not in model_registry.available():  # the autoencoder has parameters, but is no model
+                raise ConfigError(f"{where}.models.{entry['name']}: unknown model {model!r}; "
+                                  f"available models: {', '.join(model_registry.available())}")
             _check_params(model, entry.get("params", {}), f"{where}.models.{entry['name']}")
             if entry["name"] in labels:
                 raise ConfigError(f"{where}.models: label {entry['name']!r} is used twice")
             labels.add(entry["name"])
-            if model_registry.get(model).default_space == "latent_only" and entry.get("space") == "data":
+            if declaration(model).default_space == "latent_only" and entry.get("space") == "data":
                 raise ConfigError(f"{where}.models.{entry['name']}: {model} only works in the latent space")
         _check_distinct_names([e["name"] for e in _model_entries(exp)], f"{where}.models", "label")  # .../<run>/
 
@@ -292,10 +282,7 @@ def _check_params(model: str, params: dict, where: str) -> None:
     if not params and model == "autoencoder":
         return
     try:
-        if model == "autoencoder":
-            from perturbot.models.autoencoder import AutoEncoder as cls
-        else:
-            cls = model_registry.get(model)
+        cls = declaration(model)
     except KeyError as err:
         raise ConfigError(f"{where}: {err.args[0]}") from None
     known = set(cls.default_params()) - WORKFLOW_PARAMS
@@ -309,6 +296,28 @@ def _check_params(model: str, params: dict, where: str) -> None:
         params.update(validate_params(cls, params, where, convert=True))
     except ParameterError as err:
         raise ConfigError(str(err)) from None
+
+
+def check_w1ot_group_size(settings: dict, catalog: dict) -> None:
+    """The ``w1ot_group_size`` section: refuse, before anything runs, pairs that are neither catalogued nor a folder and group counts that cannot split the units."""
+    pairs = settings["pairs"]
+    known = catalog.get("benchmark_pairs") or {}
+    if pairs in known:
+        held = known[pairs]["sha256"]
+        missing = [f"dim_{d}/width_{w}" for d in settings["dims"] for w in settings["widths"] if f"dim_{d}/width_{w}" not in held]
+        if missing:
+            raise ConfigError(
+                f"w1ot_group_size: {pairs} has no pair {', '.join(missing)}; the published ones are {', '.join(held)}"
+            )
+    elif not Path(pairs).is_dir():
+        raise ConfigError(
+            f"w1ot_group_size: pairs {pairs!r} is neither a catalogued set of pairs ({', '.join(known) or 'none'}) "
+            "nor a folder of dim_<D>/width_<N>/deg_8_seed_987.pt files"
+        )
+    hidden = settings.get("model_params", {}).get("hidden_units", (64, 64, 64, 64))
+    bad = sorted({g for g in settings["n_groups"] for h in hidden if h % g})
+    if bad:
+        raise ConfigError(f"w1ot_group_size: group counts {bad} do not divide the potential's hidden widths {list(hidden)}")
 
 
 def config_hash(config: dict) -> str:

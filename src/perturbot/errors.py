@@ -17,6 +17,18 @@ class ClearError(Exception):
     kind = "Error"
 
 
+class DataError(ClearError, ValueError):
+    """The data do not match what the config says about them."""
+
+    kind = "Data error"
+
+
+class DownloadError(DataError):
+    """A dataset file could not be downloaded, verified or extracted."""
+
+    kind = "Download error"
+
+
 def describe(err: ClearError, context: str | None = None) -> str:
     """The one line a job or the command line shows for a clear error."""
     where = f" in {context}" if context else ""

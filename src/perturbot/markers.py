@@ -17,7 +17,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from perturbot.data.io import DataError
+from perturbot.errors import DataError
 
 PROTOCOLS = ("training", "cellot", "w1ot")
 #: Columns of a marker table: one row per (perturbation, gene), genes in rank order.

@@ -9,7 +9,7 @@ function, :func:`validate_params`, checks them, with one message naming the
 key path, the value and what is allowed.
 
 Two callers: the configuration check (:mod:`perturbot.config`, run by the
-Snakefile at start-up) with ``convert=True``, where YAML has read ``1e-3`` and
+Snakefile at start-up, on the models' plain-data declarations) with ``convert=True``, where YAML has read ``1e-3`` and
 ``1e5`` as strings: numeric strings become numbers of the hinted type (``"1e5"``
 an int 100000 where the hint is int), and the converted values replace the
 strings in the config, so nothing downstream sees a string; and every model's
@@ -26,8 +26,6 @@ import typing
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Union
-
-import numpy as np
 
 from perturbot.errors import ClearError
 
@@ -114,7 +112,12 @@ def _members(hint: Any) -> list[Any]:
 
 
 def _is_bool(value: Any) -> bool:
-    return isinstance(value, (bool, np.bool_))
+    return isinstance(value, bool) or _is_numpy(value, "bool", "bool_")
+
+
+def _is_numpy(value: Any, *names: str) -> bool:
+    """A numpy object of one of these type names, recognised without importing numpy (the planning layer has none)."""
+    return type(value).__module__ == "numpy" and type(value).__name__ in names
 
 
 def _is_number(value: Any) -> bool:
@@ -170,7 +173,7 @@ def _check_one(value: Any, hint: Any, rules: tuple[Constraint, ...], convert: bo
                 raise _Rejected(f"is not {rule}")
         return value
     if origin in (tuple, list, Sequence, typing.get_origin(Sequence[int])):
-        if isinstance(value, np.ndarray) and value.ndim == 1:
+        if _is_numpy(value, "ndarray") and value.ndim == 1:
             value = value.tolist()
         if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, (list, tuple)):
             raise _Rejected(f"is {_a(value)}, not a list")
@@ -235,14 +238,21 @@ def describe(hint: Any, rules: tuple[Constraint, ...], plural: bool = False) -> 
 
 
 # ------------------------------------------------------------------ checking all
-def validate_params(cls: type, params: Mapping[str, Any], where: str, *, convert: bool) -> dict[str, Any]:
+def validate_params(cls: Any, params: Mapping[str, Any], where: str, *, convert: bool) -> dict[str, Any]:
     """``params`` checked against ``cls``'s hints and constraints; returns them, converted where ``convert``.
+
+    ``cls`` is an estimator class, or its plain-data declaration
+    (:mod:`perturbot.models.declarations`), which the planning layer reads
+    without importing the class.
 
     Raises :class:`ParameterError` naming ``<where>.<name>``, the value, why it
     is refused and what is allowed. Names the class does not take are left to
     the caller (the config check reports them with the list of known ones).
     """
-    hints, rules = hints_of(cls), constraints_of(cls)
+    if hasattr(cls, "type_hints"):
+        hints, rules = cls.type_hints(), cls.parameter_constraints()
+    else:
+        hints, rules = hints_of(cls), constraints_of(cls)
     checked = dict(params)
     for name, value in params.items():
         if name not in hints:

@@ -16,7 +16,7 @@ import numpy as np
 from scipy import sparse
 
 from perturbot.atomic import atomic_path
-from perturbot.data.io import DataError
+from perturbot.errors import DataError
 from perturbot.experiment import check_prediction, known_perturbations
 from perturbot.latent import load_model
 from perturbot.preprocessing import normalize_log1p

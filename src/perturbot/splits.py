@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from perturbot.data.io import DataError
+from perturbot.errors import DataError
 
 
 def _too_few(what: str, n: int, min_cells: int) -> DataError:

@@ -243,23 +243,6 @@ def gradient_cosine(learned: torch.Tensor, true: torch.Tensor, eps: float = 1e-1
 
 
 # ------------------------------------------------------------- catalogue
-def pair_source(catalog: dict, name: str, dim: int, width: int) -> dict:
-    """Download source ``{url, sha256, archive}`` of one published pair, from ``benchmark_pairs`` in the catalogue."""
-    entries = catalog.get("benchmark_pairs") or {}
-    if name not in entries:
-        raise ValueError(f"benchmark pairs {name!r} are not in the catalogue (known: {', '.join(entries) or 'none'})")
-    entry = entries[name]
-    key = f"dim_{dim}/width_{width}"
-    if key not in entry["sha256"]:
-        held = ", ".join(entry["sha256"])
-        raise ValueError(f"{name} has no pair {key}; the published ones are {held}")
-    return {
-        "url": entry["url"].format(commit=entry["commit"], dim=dim, width=width),
-        "sha256": entry["sha256"][key],
-        "archive": f"{name}_dim_{dim}_width_{width}.pt",
-    }
-
-
 def group_size_run(pair: FunnelPair, n_groups: int, settings: dict, seed: int, device: str = "auto") -> dict:
     """Train W1-OT's potential with ``n_groups`` GroupSort groups on one pair and score it (one row of the table)."""
     import time
@@ -273,25 +256,3 @@ def group_size_run(pair: FunnelPair, n_groups: int, settings: dict, seed: int, d
     scores = score_critic(model.potential, model.direction, pair, n=settings["n_test"], seed=seed)
     return {"dim": pair.dim, "width": pair.width, "n_groups": n_groups, **scores,
             "fit_seconds": seconds, "n_iters": settings["n_iters"], "seed": seed}
-
-
-def check_settings(settings: dict, catalog: dict) -> None:
-    """Refuse, before anything runs, pairs that are neither catalogued nor a folder and group counts that cannot split the units."""
-    pairs = settings["pairs"]
-    known = catalog.get("benchmark_pairs") or {}
-    if pairs in known:
-        held = known[pairs]["sha256"]
-        missing = [f"dim_{d}/width_{w}" for d in settings["dims"] for w in settings["widths"] if f"dim_{d}/width_{w}" not in held]
-        if missing:
-            raise ValueError(
-                f"w1ot_group_size: {pairs} has no pair {', '.join(missing)}; the published ones are {', '.join(held)}"
-            )
-    elif not Path(pairs).is_dir():
-        raise ValueError(
-            f"w1ot_group_size: pairs {pairs!r} is neither a catalogued set of pairs ({', '.join(known) or 'none'}) "
-            "nor a folder of dim_<D>/width_<N>/deg_8_seed_987.pt files"
-        )
-    hidden = settings.get("model_params", {}).get("hidden_units", (64, 64, 64, 64))
-    bad = sorted({g for g in settings["n_groups"] for h in hidden if h % g})
-    if bad:
-        raise ValueError(f"w1ot_group_size: group counts {bad} do not divide the potential's hidden widths {list(hidden)}")

@@ -6,12 +6,13 @@ from snakemake.exceptions import WorkflowError
 from snakemake.logging import logger
 from snakemake.utils import validate
 
+# The planning layer: standard library and PyYAML only (tests/test_planning.py blocks the rest),
+# so that a Snakemake-only environment plans the workflow; jobs import the heavy modules.
 from perturbot.codehash import code_fingerprint
 from perturbot.data.catalog import apply_holdouts_files, resolve_catalog_entries
-from perturbot.data.io import DataError
-from perturbot.experiment import RUN_JOBS, auto_joint, auto_joint_note, job_of, training_jobs
-from perturbot.models import get as get_model
-from perturbot.models.autoencoder import AutoEncoder
+from perturbot.errors import DataError
+from perturbot.jobs import RUN_JOBS, auto_joint, auto_joint_note, job_of, training_jobs
+from perturbot.models.declarations import declaration
 from perturbot.config import (
     ConfigError,
     autoencoder_key,
@@ -122,7 +123,7 @@ def dataset_input(wildcards):
 
 
 def autoencoder_settings(experiment):
-    return {**early_stopping(config, AutoEncoder), **config["experiments"][experiment]["autoencoder"]}
+    return {**early_stopping(config, declaration("autoencoder")), **config["experiments"][experiment]["autoencoder"]}
 
 
 def autoencoder_dir(experiment, holdout):

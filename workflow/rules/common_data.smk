@@ -1,6 +1,6 @@
 """Input functions and names of the data rules (data.smk): which archive each downloaded dataset comes from."""
 
-from perturbot.data.download import archive_path
+from perturbot.data.catalog import archive_path
 
 
 def downloaded_datasets():

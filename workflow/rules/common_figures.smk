@@ -1,10 +1,11 @@
 """Input functions and targets of the figure rules (figures.smk)."""
 
-from perturbot.data.toy2d import DATASETS as TOY_DATASETS
 from perturbot.config import is_neural_ot
 from perturbot.models import available as available_models, tags as model_tags
 from perturbot.slugs import slugify
 
+#: The 2-D data sets the config asks toy maps for (the schema lists perturbot.data.toy2d's).
+TOY_DATASETS = config.get("toy_maps", {}).get("datasets", [])
 #: Registry names of the neural transport models (toy maps, training-time figure).
 NEURAL_OT = [name for name in available_models() if is_neural_ot(name)]
 #: Figures of one experiment beside the per-perturbation and per-OT-model ones.

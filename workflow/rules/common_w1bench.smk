@@ -1,7 +1,7 @@
 """Settings check and input functions of the group-size test's rules (w1bench.smk)."""
 
-from perturbot.data.catalog import load_catalog
-from perturbot.w1bench import check_settings, pair_source
+from perturbot.config import ConfigError, check_w1ot_group_size
+from perturbot.data.catalog import load_catalog, pair_source
 
 W1BENCH_DIR = "results/w1ot_group_size"
 #: The dataset catalogue, read once: its benchmark_pairs section names the published pairs.
@@ -10,8 +10,8 @@ W1BENCH_PAIRS = W1BENCH_CATALOG.get("benchmark_pairs") or {}
 
 if "w1ot_group_size" in config:
     try:
-        check_settings(config["w1ot_group_size"], W1BENCH_CATALOG)
-    except ValueError as err:
+        check_w1ot_group_size(config["w1ot_group_size"], W1BENCH_CATALOG)
+    except ConfigError as err:
         raise WorkflowError(f"Invalid configuration: {err}") from None
 
 
@@ -22,7 +22,7 @@ def w1bench_settings():
 def w1bench_catalog_pairs():
     """The catalogue's name of the published pairs, or None when the settings name a local folder."""
     pairs = w1bench_settings()["pairs"]
-    return pairs if pairs in W1BENCH_PAIRS else None  # as check_settings decides
+    return pairs if pairs in W1BENCH_PAIRS else None  # as check_w1ot_group_size decides
 
 
 def w1bench_pair_file(wc):

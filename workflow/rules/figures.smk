@@ -215,7 +215,7 @@ rule toy_map:
     benchmark:
         "results/toy_maps/{toy_dataset}/{toy_model}/benchmark.tsv"
     wildcard_constraints:
-        toy_dataset="|".join(TOY_DATASETS),
+        toy_dataset="|".join(map(re.escape, TOY_DATASETS)) or "(?!)",
         toy_model="|".join(NEURAL_OT),
     conda:
         "../../envs/training.yaml"

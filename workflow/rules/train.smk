@@ -34,7 +34,7 @@ rule train:
     """One training job of a model run: every perturbation at once (job `_joint`), every one on its own in one
     job (`_each`, models whose fit takes seconds), or one (job = its slug).
 
-    Which jobs a run has is decided by perturbot.experiment.training_jobs alone.
+    Which jobs a run has is decided by perturbot.jobs.training_jobs alone.
     """
     input:
         data="results/{experiment}/data",

@@ -4,7 +4,8 @@ import json
 from pathlib import Path
 
 from perturbot.atomic import atomic_path, remove_stale_outputs
-from perturbot.data.io import DataError, load_dataset, read_list
+from perturbot.data.catalog import read_list
+from perturbot.data.io import DataError, load_dataset
 from perturbot.logs import log_to_file
 from perturbot.preprocessing import prepare
 from perturbot.slugs import slug_map

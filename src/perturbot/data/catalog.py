@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import copy
 import json
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from urllib.parse import unquote, urlparse
 
 import yaml
 
-from perturbot.data.io import DataError, read_list
+from perturbot.errors import DataError, DownloadError
 
 DEFAULT_CATALOG = "resources/datasets.yaml"
+#: Where downloaded dataset files are kept (``resources/downloads/<file>``).
+DEFAULT_CACHE = "resources/downloads"
 ARCHIVE_KEYS = ("url", "file", "sha256")
 DATASET_KEYS = ("archive", "member", "modality", "condition_key", "control", "holdout_key", "notes")
 # Catalog keys that are also keys of a dataset in a config (the rest describe experiments or people).
@@ -18,6 +21,11 @@ SPEC_KEYS = (
     "modality", "condition_key", "control", "perturbations", "layer", "derive_obs",
     "features_file", "holdouts_file", "subset",
 )
+
+
+def read_list(path: str | Path) -> list[str]:
+    """Names separated by white space (one a line), as the papers' feature and sample lists are written."""
+    return Path(path).read_text().split()
 
 
 def load_catalog(path: str | Path = DEFAULT_CATALOG) -> dict:
@@ -101,6 +109,39 @@ def apply_holdouts_files(config: dict, downloads: str | Path = "resources/downlo
         if listed and Path(listed).exists():
             exp["holdouts"] = read_list(listed)
             _check_holdout_names(config, exp_name, listed)
+
+
+def pair_source(catalog: dict, name: str, dim: int, width: int) -> dict:
+    """Download source ``{url, sha256, archive}`` of one published W1 benchmark pair, from ``benchmark_pairs``."""
+    entries = catalog.get("benchmark_pairs") or {}
+    if name not in entries:
+        raise ValueError(f"benchmark pairs {name!r} are not in the catalogue (known: {', '.join(entries) or 'none'})")
+    entry = entries[name]
+    key = f"dim_{dim}/width_{width}"
+    if key not in entry["sha256"]:
+        held = ", ".join(entry["sha256"])
+        raise ValueError(f"{name} has no pair {key}; the published ones are {held}")
+    return {
+        "url": entry["url"].format(commit=entry["commit"], dim=dim, width=width),
+        "sha256": entry["sha256"][key],
+        "archive": f"{name}_dim_{dim}_width_{width}.pt",
+    }
+
+
+def archive_path(source: dict, name: str, cache_dir: str | Path = DEFAULT_CACHE) -> Path:
+    """Where the downloaded file of ``source`` lives in the cache folder."""
+    return Path(cache_dir) / archive_name(source, name)
+
+
+def archive_name(source: dict, name: str) -> str:
+    """The file name in the cache folder: given, or the last part of the url's path."""
+    file_name = source.get("archive") or unquote(PurePosixPath(urlparse(source["url"]).path).name)
+    if not file_name or file_name in (".", "..") or "/" in file_name or "\\" in file_name:
+        raise DownloadError(
+            f"dataset {name!r}: cannot use {file_name!r} as the downloaded file's name; "
+            f"give a plain file name as source.archive"
+        )
+    return file_name
 
 
 def _check_holdout_names(config: dict, experiment: str, listed: str | Path) -> None:

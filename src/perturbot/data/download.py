@@ -19,28 +19,22 @@ import tempfile
 import time
 import warnings
 import zipfile
-from pathlib import Path, PurePosixPath
-from urllib.parse import unquote, urlparse
+from pathlib import Path
+from urllib.parse import urlparse
 
 import pooch
 import requests
 
 from perturbot.atomic import write_text
-from perturbot.data.io import DataError
+from perturbot.data.catalog import DEFAULT_CACHE, archive_path
+from perturbot.errors import DownloadError
 
-DEFAULT_CACHE = "resources/downloads"
 RETRY_WAIT_S = 2.0
 PROGRESS_EVERY_S = 10.0
 CHUNK_BYTES = 1 << 20
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 log = logging.getLogger(__name__)
-
-
-class DownloadError(DataError):
-    """A dataset file could not be downloaded, verified or extracted."""
-
-    kind = "Download error"
 
 
 class MissingMemberError(DownloadError):
@@ -125,11 +119,6 @@ def _progress(done: int, total: int | None, elapsed: float) -> str:
     left = (total - done) / rate if rate > 0 else float("inf")
     eta = _duration(left) if left != float("inf") else "unknown time"
     return f"{_size(done)} of {_size(total)} ({100 * done / total:.0f}%), {_size(rate)}/s, {eta} left"
-
-
-def archive_path(source: dict, name: str, cache_dir: str | Path = DEFAULT_CACHE) -> Path:
-    """Where the downloaded file of ``source`` lives in the cache folder."""
-    return Path(cache_dir) / _archive_name(source, name)
 
 
 def sha256_record(archive: Path) -> Path:
@@ -267,17 +256,6 @@ def _normalise_sha256(value: str | None, name: str) -> str | None:
     if not _HEX64.fullmatch(digest):
         raise DownloadError(f"dataset {name!r}: sha256 {value!r} is not 64 hexadecimal characters")
     return digest
-
-
-def _archive_name(source: dict, name: str) -> str:
-    """The file name in the cache folder: given, or the last part of the url's path."""
-    file_name = source.get("archive") or unquote(PurePosixPath(urlparse(source["url"]).path).name)
-    if not file_name or file_name in (".", "..") or "/" in file_name or "\\" in file_name:
-        raise DownloadError(
-            f"dataset {name!r}: cannot use {file_name!r} as the downloaded file's name; "
-            f"give a plain file name as source.archive"
-        )
-    return file_name
 
 
 def _download_any(

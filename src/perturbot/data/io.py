@@ -12,14 +12,9 @@ import pandas as pd
 from scipy import sparse
 
 from perturbot.data.synthetic import make_synthetic
-from perturbot.errors import ClearError
+from perturbot.data.catalog import read_list
+from perturbot.errors import DataError
 from perturbot.slugs import SlugError, slug_map
-
-
-class DataError(ClearError, ValueError):
-    """The data do not match what the config says about them."""
-
-    kind = "Data error"
 
 
 class DuplicateNamesWarning(UserWarning):
@@ -62,11 +57,6 @@ def read_h5ad_checked(path: str | Path, name: str = "dataset") -> ad.AnnData:
             f"dataset {name!r}: {path} is not a readable .h5ad file ({type(err).__name__}: {reason}); "
             f"it is probably truncated or damaged: {fix}."
         ) from None
-
-
-def read_list(path: str | Path) -> list[str]:
-    """Names separated by white space (one a line), as the papers' feature and sample lists are written."""
-    return Path(path).read_text().split()
 
 
 def restrict(adata: ad.AnnData, spec: dict, name: str = "dataset") -> ad.AnnData:

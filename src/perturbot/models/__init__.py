@@ -10,7 +10,11 @@ if TYPE_CHECKING:
 
 
 def __getattr__(name: str):
-    """The base classes load on first use, so that reading a ModelSpec (perturbot.config) needs no torch."""
+    """The base classes load on first use: the planning layer (perturbot.config) reads this registry without torch."""
+    if name == "TAGS":
+        from perturbot.models.declarations import TAGS
+
+        return TAGS
     if name in ("NotFittedError", "PerturbationModel"):
         from perturbot.models import base
 
@@ -31,8 +35,6 @@ _REGISTRY: dict[str, str] = {
     "otfm": "perturbot.models.otfm:OTFlowMatching",
 }
 
-#: The capability tags a model class declares (see :class:`perturbot.models.base.PerturbationModel`).
-TAGS = ("role", "is_ot", "is_neural", "joint_only", "default_space", "needs_reference_cells", "copies_input", "multi_perturbation", "cheap_fit")
 
 
 def register(name: str, path: str) -> None:
@@ -51,9 +53,10 @@ def name_of(cls: type) -> str | None:
 
 
 def tags(name: str) -> dict[str, str | bool]:
-    """A registered model's capability tags, plus its registry name under ``model``."""
-    cls = get(name)
-    return {"model": name, **{tag: getattr(cls, tag) for tag in TAGS}}
+    """A registered model's capability tags, plus its registry name under ``model`` (read without importing it)."""
+    from perturbot.models.declarations import declaration
+
+    return {"model": name, **declaration(name).tags}
 
 
 def get(name: str) -> type[PerturbationModel]:
