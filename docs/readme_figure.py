@@ -1,8 +1,9 @@
 """The README's figure (docs/demo.png), drawn from the results of `make demo`: `make readme-figure`.
 
-Left: one drug of the demo's i.i.d. experiment in the joint UMAP the workflow
-computed (results/demo_iid/umap/): control cells, the observed perturbed cells
-and the cells one model predicted from the controls. Right: every model's
+Left: the first drug on the cell line held out of training (experiment
+demo_ood), in the joint UMAP the workflow computed (results/demo_ood/umap/):
+the control cells, the observed perturbed cells, and the cells OT-FM and scGen
+predicted from those controls. Right: every model's
 per-cell error against the true response (gt_rmse, known because the demo's
 data are synthetic), mean over the drugs with one dot per drug, for the i.i.d.
 split and for the cell line held out of training (results/demo_*/metrics.csv).
@@ -29,31 +30,33 @@ from perturbot.plotting.style import display_name, model_color  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 IID, HELD_OUT = "demo_iid", "demo_ood"
-#: The model whose predicted cells the UMAP shows.
-SHOWN = "otfm"
+#: The models whose predicted cells the UMAP shows: a neural OT map and an autoencoder baseline.
+SHOWN = ("otfm", "scgen")
 #: Bounds first, then the baselines, then the neural OT models: the papers' order.
 ORDER = ["identity", "scgen", "cae", "popalign", "gaussian_ot", "cellot", "w1ot", "otfm"]
 
 
-def umap_panel(ax: plt.Axes, embedding: ad.AnnData, model: str) -> None:
+def umap_panel(ax: plt.Axes, embedding: ad.AnnData, models: tuple[str, ...]) -> None:
     origin = embedding.obs["origin"].astype(str).to_numpy()
     xy = np.asarray(embedding.obsm["X_umap"])
-    layers = [
-        ("control", "control cells", model_color("control"), 6),
-        ("observed perturbed", "observed perturbed cells", model_color("perturbed"), 6),
-        (model, f"predicted by {display_name(model)}", model_color(model), 6),
-    ]
-    for name, label, color, size in layers:
+    layers = [("control", "control cells", model_color("control"))]
+    layers += [(m, f"predicted by {display_name(m)}", model_color(m)) for m in models]
+    # the observed cells last, so that predictions that land on them still show them
+    layers.append(("observed perturbed", "observed perturbed cells", model_color("perturbed")))
+    for name, label, color in layers:
         cells = xy[origin == name]
-        ax.scatter(cells[:, 0], cells[:, 1], s=size, c=color, alpha=0.55, linewidths=0, label=label, rasterized=True)
+        ax.scatter(cells[:, 0], cells[:, 1], s=5, c=color, alpha=0.5, linewidths=0, label=label, rasterized=True)
     ax.set_xticks([])
     ax.set_yticks([])
     ax.set_xlabel("UMAP 1")
     ax.set_ylabel("UMAP 2")
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
-    ax.set_title(f"{embedding.uns['perturbation']}, i.i.d. split", fontsize=10)
-    ax.legend(loc="best", fontsize=8, frameon=False, markerscale=2.5, handletextpad=0.2)
+    ax.set_title(f"{embedding.uns['perturbation']} on the cell line held out of training", fontsize=10)
+    handles, labels = ax.get_legend_handles_labels()
+    order = [0, len(handles) - 1, *range(1, len(handles) - 1)]  # control, observed, then the predictions
+    ax.legend([handles[i] for i in order], [labels[i] for i in order], loc="best", fontsize=8, frameon=False,
+              markerscale=2.5, handletextpad=0.2)
 
 
 def error_panel(ax: plt.Axes, metrics: dict[str, pd.DataFrame]) -> None:
@@ -76,7 +79,7 @@ def error_panel(ax: plt.Axes, metrics: dict[str, pd.DataFrame]) -> None:
     ax.set_yticks(range(len(models)), [display_name(m) for m in models], fontsize=9)
     ax.invert_yaxis()
     ax.set_xlabel("per-cell error against the true response (gt_rmse) ↓")
-    ax.set_title("Error of each model's predicted cells", fontsize=10)
+    ax.set_title("Each model's per-cell error (bars: mean over the drugs)", fontsize=10)
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
     # the legend says which bar is which setting, whatever the model's colour
@@ -91,9 +94,9 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=REPO / "docs" / "demo.png")
     args = parser.parse_args()
 
-    embeddings = sorted((args.results / IID / "umap").glob("*.h5ad"))
+    embeddings = sorted((args.results / HELD_OUT / "umap").glob("*.h5ad"))
     if not embeddings:
-        raise SystemExit(f"no UMAP under {args.results / IID / 'umap'}: run `make demo` first")
+        raise SystemExit(f"no UMAP under {args.results / HELD_OUT / 'umap'}: run `make demo` first")
     metrics = {name: pd.read_csv(args.results / name / "metrics.csv") for name in (IID, HELD_OUT)}
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.9), gridspec_kw={"width_ratios": [1, 1.25]})
