@@ -42,7 +42,7 @@ def run_workflow(
 
 def make(target: str, *args: str, cwd: Path = REPO, env: dict | None = None) -> subprocess.CompletedProcess:
     """`make target` (a check CI runs) with this interpreter's snakemake and snakefmt, never rebuilding .venv."""
-    cmd = ["make", "-o", ".venv/.installed", target, f"VENV_PYTHON={sys.executable}",
+    cmd = ["make", "-o", ".venv/.installed", target, f"VENV_PYTHON={sys.executable}", f"PLANNING_PYTHON={sys.executable}",
            f"SNAKEMAKE={sys.executable} -m snakemake", f"SNAKEFMT={sys.executable} -m snakefmt", *args]
     return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=600, env=env)
 

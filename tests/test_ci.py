@@ -40,6 +40,20 @@ def test_dry_run_matrix_lists_every_config():
     assert _runs(job) == ['make placeholders CONFIGS="${{ matrix.config }}"', 'make dryrun CONFIGS="${{ matrix.config }}"']
 
 
+def test_the_snakemake_only_conda_environment_pins_the_locks_versions():
+    """.ci/snakemake-only.yaml, CI's stand-in for the environment users run the workflow from: Snakemake
+    and the SLURM executor plugin at the versions of requirements.lock, nothing of the scientific stack."""
+    env = yaml.safe_load((REPO / ".ci" / "snakemake-only.yaml").read_text())
+    lock = dict(line.split("==") for line in (REPO / "requirements.lock").read_text().splitlines() if "==" in line)
+    assert env["dependencies"] == [f"snakemake={lock['snakemake']}",
+                                   f"snakemake-executor-plugin-slurm={lock['snakemake-executor-plugin-slurm']}"]
+    job = _workflow()["jobs"]["conda-envs"]
+    setup = next(step["with"] for step in job["steps"] if "setup-miniconda" in step.get("uses", ""))
+    assert setup["environment-file"] == ".ci/snakemake-only.yaml" and setup["activate-environment"] == "snakemake"
+    assert setup["use-only-tar-bz2"] is True
+    assert not any(".venv" in run for run in _runs(job)), "the conda-envs job must not run Snakemake from .venv"
+
+
 def test_every_step_without_conda_is_a_make_target():
     targets = set(re.findall(r"^([\w-]+):", (REPO / "Makefile").read_text(), re.M))
     for name, job in _workflow()["jobs"].items():

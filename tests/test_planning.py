@@ -124,3 +124,52 @@ def test_a_snakemake_only_environment_plans_the_workflow(snakemake_only, args):
     # PYTHONNOUSERSITE: nothing from the user's site-packages either
     proc = run_snakemake(snakemake_only, args, env={"PYTHONNOUSERSITE": "1", "PYTHONPATH": ""})
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+
+
+# ---------------------------------------------------------------- jobs take their packages from their own env
+LEAK = textwrap.dedent(
+    """
+    import sys
+    sys.path.extend(sys.argv[1:])  # what Snakemake's preamble does: the parent's path, appended
+    import importlib.util
+    before = importlib.util.find_spec("numpy") is not None
+    from perturbot.jobenv import own_packages_only
+    dropped = own_packages_only()
+    try:
+        import numpy
+        after = True
+    except ModuleNotFoundError:
+        after = False
+    print(before, after, len(dropped))
+    """
+)
+
+
+def test_a_conda_env_job_does_not_import_the_parent_environments_packages(snakemake_only):
+    """The Snakemake-only venv stands in for a job's conda env that lacks numpy; the parent's (.venv's)
+    site-packages, handed over by Snakemake, provide it until own_packages_only() drops them."""
+    parent_site = next(p for p in sys.path if p.endswith("site-packages"))
+    proc = subprocess.run(
+        [str(snakemake_only), "-c", LEAK, parent_site, str(REPO / "src")], capture_output=True, text=True,
+        env={**os.environ, "CONDA_PREFIX": str(ONLY_SNAKEMAKE), "PYTHONNOUSERSITE": "1", "PYTHONPATH": ""},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["True", "False", "1"]  # leaked before, refused after, one entry dropped
+
+
+def test_without_a_conda_env_a_job_keeps_its_path():
+    from perturbot.jobenv import foreign_site_packages
+
+    path = ["/src", "/parent/lib/python3.11/site-packages", "/env/lib/python3.11/site-packages"]
+    assert foreign_site_packages(path, "/env", None) == []  # no env activated: Snakemake's own interpreter
+    assert foreign_site_packages(path, "/env", "/other") == []  # an env is active, but this is not its python
+    assert foreign_site_packages(path, "/env", "/env") == ["/parent/lib/python3.11/site-packages"]
+
+
+def test_every_workflow_script_confines_its_imports_first():
+    import ast
+
+    for script in sorted((REPO / "workflow" / "scripts").glob("*.py")):
+        body = ast.parse(script.read_text()).body[1:]  # after the docstring
+        first = ast.unparse(body[0]), ast.unparse(body[1])
+        assert first == ("from perturbot.jobenv import own_packages_only", "own_packages_only()"), script.name

@@ -7,11 +7,16 @@ import torch
 from perturbot import metrics, training
 
 
-def test_cuda_request_falls_back_to_cpu_with_a_warning(monkeypatch):
+def test_cuda_request_without_a_gpu_stops_with_the_fix(monkeypatch):
+    """device: cuda never trains on the CPU unnoticed: the job stops, naming the cause and the fix."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)  # unset: no crash
-    with pytest.warns(RuntimeWarning, match="no CUDA GPU is visible.*<unset>"):
-        assert training.resolve_device("cuda") == torch.device("cpu")
+    monkeypatch.setattr(torch.version, "cuda", None)  # a CPU-only build, as conda gives on a login node
+    with pytest.raises(training.DeviceError, match="CPU-only build.*CONDA_OVERRIDE_CUDA=12.6 snakemake"):
+        training.resolve_device("cuda")
+    monkeypatch.setattr(torch.version, "cuda", "12.6")  # a CUDA build on a node without a GPU
+    with pytest.raises(training.DeviceError, match=r"sees no GPU \(CUDA_VISIBLE_DEVICES=<unset>\)"):
+        training.resolve_device("cuda:0")
     assert training.resolve_device("auto") == torch.device("cpu")
     assert training.resolve_device("cpu") == torch.device("cpu")
     with pytest.raises(ValueError, match="auto, cpu or cuda"):

@@ -2,6 +2,8 @@
 
 The dry run of every shipped config is `make dryrun`, run by tests/test_ci.py."""
 
+import json
+from importlib.metadata import version
 
 import pandas as pd
 import pytest
@@ -32,7 +34,14 @@ def test_bounds_end_to_end_and_reproducible(tmp_path):
     for name in ("mmd_boxplot", "marginals"):
         assert (tmp_path / f"a/results/toy_iid/figures/{name}.pdf").stat().st_size > 0
         assert (tmp_path / f"a/results/toy_iid/figures/{name}.png").exists()
-    assert (tmp_path / "a/results/toy_iid/provenance.json").exists()
+    # provenance gathers what each training and prediction job ran on: here, this interpreter's packages
+    record = json.loads((tmp_path / "a/results/toy_iid/provenance.json").read_text())
+    trained = sorted((tmp_path / "a/results/toy_iid/models").rglob("environment.json"))
+    for rule, jobs in (("train", len(trained)), ("predict", 2)):  # predict: one job per model run
+        [environment] = record["jobs"][rule]  # one environment: every job ran this interpreter
+        assert environment["libraries"]["numpy"] == version("numpy")
+        assert environment["jobs"] == jobs and jobs >= 2, rule
+    assert record["jobs"]["train_autoencoder"] == []
     # same config, fresh directory: identical numbers
     run_workflow(tmp_path / "b", config, "--cores", "2")
     again = pd.read_csv(tmp_path / "b/results/toy_iid/metrics.csv")

@@ -17,7 +17,6 @@ import socket
 import sys
 import threading
 import time
-import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -29,6 +28,7 @@ import numpy as np
 import torch
 
 from perturbot.atomic import atomic_path, remove_stale_temporaries, write_text
+from perturbot.errors import ClearError
 from perturbot.fingerprint import differences, run_fingerprint
 
 log = logging.getLogger(__name__)
@@ -45,8 +45,14 @@ CRITERIA = {"mmd_fixed": "val_mmd", "mmd_median": "val_mmd_median", "w2": "val_w
 W2_CELLS = 1000
 
 
+class DeviceError(ClearError, RuntimeError):
+    """``device: cuda`` where this job's PyTorch sees no GPU: training on the CPU instead would take hours unnoticed."""
+
+    kind = "Device error"
+
+
 def resolve_device(device: str = "auto") -> torch.device:
-    """``auto`` -> CUDA if present else CPU; ``cuda`` falls back to CPU with a warning.
+    """``auto`` -> CUDA if present else CPU; ``cuda`` without a visible GPU stops with what to do.
 
     Respects ``CUDA_VISIBLE_DEVICES`` as set by Snakemake or SLURM (torch reads it).
     """
@@ -58,14 +64,22 @@ def resolve_device(device: str = "auto") -> torch.device:
     if torch.cuda.is_available():
         return torch.device("cuda" if device == "auto" else device)
     if device.startswith("cuda"):
-        warnings.warn(
-            f"device {device!r} was requested but no CUDA GPU is visible "
-            f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '<unset>')}); "
-            "falling back to CPU",
-            RuntimeWarning,
-            stacklevel=2,
-        )
+        raise DeviceError(no_cuda_advice(device))
     return torch.device("cpu")
+
+
+def no_cuda_advice(device: str) -> str:
+    """Why ``device`` is unusable here, and the fix for the two usual causes (docs/cluster.md)."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>")
+    if torch.version.cuda is None:
+        cause = (f"this job's PyTorch {torch.__version__} is a CPU-only build. On a cluster, conda envs built on a "
+                 "login node without a GPU driver get one: rebuild them with the CUDA build, e.g. "
+                 "`CONDA_OVERRIDE_CUDA=12.6 snakemake --use-conda --conda-create-envs-only --configfile <your config>` "
+                 "after removing the env under .snakemake/conda/ (docs/cluster.md)")
+    else:
+        cause = (f"PyTorch (CUDA {torch.version.cuda}) sees no GPU (CUDA_VISIBLE_DEVICES={visible}): run the job on a "
+                 "GPU node (the SLURM profile asks for one when device is cuda; docs/cluster.md) or check the driver")
+    return f"device {device!r} was requested but {cause}; or set device: auto (GPU when present) or cpu"
 
 
 def set_threads(n: int | None) -> None:

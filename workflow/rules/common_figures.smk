@@ -120,6 +120,18 @@ def trained_model_dirs(experiment):
     return dirs
 
 
+def job_environment_inputs(wildcards):
+    """What provenance.json gathers, per rule: each training job's environment.json, and each prediction
+    job's folder (its environment.json is inside)."""
+    e = wildcards.experiment
+    dirs = trained_model_dirs(e)
+    return {
+        "train_autoencoder": [f"{d}/environment.json" for d in dirs if d.startswith("results/autoencoders/")],
+        "train": [f"{d}/environment.json" for d in dirs if not d.startswith("results/autoencoders/")],
+        "predict": [f"results/{e}/predictions/{h}/{run}" for h in holdout_slugs(e) for run in SPECS[e]],
+    }
+
+
 def toy_settings():
     return config["toy_maps"]
 

@@ -45,10 +45,13 @@ rule aggregate_metrics:
 
 
 rule provenance:
-    """Package version, git commit, config hash, library versions and the code of every rule of a run.
+    """Package version, git commit, config hash, the code of every rule of a run, and what its training and
+    prediction jobs ran on (each job's environment.json, gathered per rule).
 
     It reruns when the code of any rule changes, as the jobs of those rules do.
     """
+    input:
+        unpack(job_environment_inputs),
     output:
         "results/{experiment}/provenance.json",
     log:

@@ -10,6 +10,7 @@ rule train_autoencoder:
     output:
         model="results/autoencoders/{key}/model.json",
         history="results/autoencoders/{key}/history.csv",
+        environment="results/autoencoders/{key}/environment.json",
     log:
         "results/autoencoders/{key}/train.log",
     benchmark:
@@ -42,6 +43,7 @@ rule train:
     output:
         model="results/{experiment}/models/{holdout}/{run}/{job}/model.json",
         history="results/{experiment}/models/{holdout}/{run}/{job}/history.csv",
+        environment="results/{experiment}/models/{holdout}/{run}/{job}/environment.json",
     log:
         "results/{experiment}/logs/train/{holdout}/{run}/{job}.log",
     benchmark:

@@ -1,5 +1,9 @@
 """Rule aggregate_metrics: one long-format metrics table per experiment."""
 
+from perturbot.jobenv import own_packages_only
+
+own_packages_only()  # first: under --use-conda, every other package comes from this job's env
+
 from pathlib import Path
 
 from perturbot.atomic import is_temporary, remove_stale_outputs

@@ -1,5 +1,9 @@
 """Rule cell_states: Leiden cell states of the test control cells (the cells every model transports)."""
 
+from perturbot.jobenv import own_packages_only
+
+own_packages_only()  # first: under --use-conda, every other package comes from this job's env
+
 from pathlib import Path
 
 import anndata as ad

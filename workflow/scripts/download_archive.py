@@ -1,5 +1,9 @@
 """Rule download_archive: download one archive (once) and verify it; record where it is and its sha256."""
 
+from perturbot.jobenv import own_packages_only
+
+own_packages_only()  # first: under --use-conda, every other package comes from this job's env
+
 from perturbot.atomic import remove_stale_outputs, write_json
 from perturbot.data.download import fetch_archive
 from perturbot.logs import log_to_file

@@ -1,5 +1,9 @@
 """Rule download_dataset: take a dataset's files out of its verified archive; prepare_data then reads them."""
 
+from perturbot.jobenv import own_packages_only
+
+own_packages_only()  # first: under --use-conda, every other package comes from this job's env
+
 from perturbot.atomic import remove_stale_outputs, write_json
 from perturbot.data.download import fetch_dataset
 from perturbot.logs import log_to_file

@@ -1,5 +1,9 @@
 """Rule figure_clustergram: mean transport cost per perturbation and control cell state, clustered."""
 
+from perturbot.jobenv import own_packages_only
+
+own_packages_only()  # first: under --use-conda, every other package comes from this job's env
+
 import anndata as ad
 import pandas as pd
 

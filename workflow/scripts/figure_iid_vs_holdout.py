@@ -1,5 +1,9 @@
 """Rule figure_iid_vs_holdout: MMD and energy distance of each holdout under the i.i.d. and the held-out model."""
 
+from perturbot.jobenv import own_packages_only
+
+own_packages_only()  # first: under --use-conda, every other package comes from this job's env
+
 from perturbot.logs import log_to_file
 from perturbot.plotting import iid_vs_holdout, save_figure
 from perturbot.tables import read_metrics

@@ -1,5 +1,9 @@
 """Rule figure_marginals: one holdout, the chosen perturbations, their markers or most changed features."""
 
+from perturbot.jobenv import own_packages_only
+
+own_packages_only()  # first: under --use-conda, every other package comes from this job's env
+
 from pathlib import Path
 
 import anndata as ad

@@ -1,5 +1,9 @@
 """Rule figure_mmd_boxplot: MMD, energy distance, L2 and R² of means per model, with the stars of statistics.csv."""
 
+from perturbot.jobenv import own_packages_only
+
+own_packages_only()  # first: under --use-conda, every other package comes from this job's env
+
 from perturbot.logs import log_to_file
 from perturbot.plotting import mmd_boxplot, save_figure
 from perturbot.tables import read_metrics, read_statistics

@@ -1,5 +1,9 @@
 """Rule figure_toy_maps: every model on every 2-D data set, from the saved mapped points."""
 
+from perturbot.jobenv import own_packages_only
+
+own_packages_only()  # first: under --use-conda, every other package comes from this job's env
+
 from pathlib import Path
 
 from perturbot.logs import log_to_file

@@ -1,5 +1,9 @@
 """Rule figure_training_time: the neural OT models' training time against dimension."""
 
+from perturbot.jobenv import own_packages_only
+
+own_packages_only()  # first: under --use-conda, every other package comes from this job's env
+
 from pathlib import Path
 
 from perturbot.logs import log_to_file

@@ -1,5 +1,9 @@
 """Rule figure_umap: draw the joint UMAP of one perturbation (computed by rule umap_embeddings)."""
 
+from perturbot.jobenv import own_packages_only
+
+own_packages_only()  # first: under --use-conda, every other package comes from this job's env
+
 import anndata as ad
 import numpy as np
 

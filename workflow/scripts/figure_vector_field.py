@@ -1,5 +1,9 @@
 """Rule figure_vector_field: mean response on a PCA grid, true response (if known), the OT model and scGen."""
 
+from perturbot.jobenv import own_packages_only
+
+own_packages_only()  # first: under --use-conda, every other package comes from this job's env
+
 from pathlib import Path
 
 import anndata as ad

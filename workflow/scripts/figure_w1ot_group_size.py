@@ -1,5 +1,9 @@
 """Rule figure_w1ot_group_size: the benchmark's metrics against W1-OT's GroupSort group count."""
 
+from perturbot.jobenv import own_packages_only
+
+own_packages_only()  # first: under --use-conda, every other package comes from this job's env
+
 import pandas as pd
 
 from perturbot.logs import log_to_file

@@ -1,5 +1,9 @@
 """Rule job_resources: every training job's wall time, CPU time and peak memory."""
 
+from perturbot.jobenv import own_packages_only
+
+own_packages_only()  # first: under --use-conda, every other package comes from this job's env
+
 from pathlib import Path
 
 from perturbot.atomic import remove_stale_outputs, write_csv

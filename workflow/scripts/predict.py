@@ -1,10 +1,15 @@
 """Rule predict: transport the test control cells with one model run and score them, every perturbation."""
 
+from perturbot.jobenv import own_packages_only
+
+own_packages_only()  # first: under --use-conda, every other package comes from this job's env
+
 from pathlib import Path
 
-from perturbot.atomic import remove_stale_outputs
+from perturbot.atomic import remove_stale_outputs, write_json
 from perturbot.experiment import Prediction, predict_and_evaluate
 from perturbot.logs import log_to_file
+from perturbot.provenance import ENVIRONMENT_FILE, job_environment
 
 log_to_file(snakemake.log[0])
 for folder in snakemake.output:  # what a killed run of this job left in its folders
@@ -17,3 +22,4 @@ predict_and_evaluate(
     evaluation=snakemake.params.evaluation,
     threads=snakemake.threads,
 )
+write_json(Path(snakemake.output.predictions) / ENVIRONMENT_FILE, job_environment(), indent=1)  # the packages it ran with

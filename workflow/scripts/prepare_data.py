@@ -1,5 +1,9 @@
 """Rule prepare_data: one prepared .h5ad per holdout plus perturbations.json."""
 
+from perturbot.jobenv import own_packages_only
+
+own_packages_only()  # first: under --use-conda, every other package comes from this job's env
+
 import json
 from pathlib import Path
 

@@ -1,5 +1,9 @@
 """Rule statistics: tests between every pair of models from the metrics table (BH-adjusted)."""
 
+from perturbot.jobenv import own_packages_only
+
+own_packages_only()  # first: under --use-conda, every other package comes from this job's env
+
 from perturbot.atomic import remove_stale_outputs, write_csv
 from perturbot.logs import log_to_file
 from perturbot.statistics import model_tests

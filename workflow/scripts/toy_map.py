@@ -1,5 +1,9 @@
 """Rule toy_map: fit one OT model on one 2-D data set, save it and its mapped points."""
 
+from perturbot.jobenv import own_packages_only
+
+own_packages_only()  # first: under --use-conda, every other package comes from this job's env
+
 from pathlib import Path
 
 import numpy as np

@@ -1,10 +1,15 @@
 """Rule train: one training job of a model run (every perturbation at once, or one); saves the model and its history."""
 
+from perturbot.jobenv import own_packages_only
+
+own_packages_only()  # first: under --use-conda, every other package comes from this job's env
+
 from pathlib import Path
 
-from perturbot.atomic import remove_stale_outputs
+from perturbot.atomic import remove_stale_outputs, write_json
 from perturbot.experiment import train
 from perturbot.logs import log_to_file
+from perturbot.provenance import job_environment
 
 log_to_file(snakemake.log[0])
 model_dir = Path(snakemake.output.model).parent
@@ -21,3 +26,4 @@ train(
     checkpoint=snakemake.params.checkpoint,
     threads=snakemake.threads,
 )
+write_json(snakemake.output.environment, job_environment(), indent=1)  # the packages this job ran with

@@ -1,10 +1,15 @@
 """Rule train_autoencoder: a shared autoencoder, keyed by the data and settings it is trained on."""
 
+from perturbot.jobenv import own_packages_only
+
+own_packages_only()  # first: under --use-conda, every other package comes from this job's env
+
 from pathlib import Path
 
 from perturbot.atomic import remove_stale_outputs, write_json
 from perturbot.experiment import train_autoencoder
 from perturbot.logs import log_to_file
+from perturbot.provenance import job_environment
 
 log_to_file(snakemake.log[0])
 run = snakemake.params.run
@@ -21,3 +26,4 @@ train_autoencoder(
 )
 # what this autoencoder was trained on, for people reading results/autoencoders/
 write_json(out_dir / "trained_on.json", run, indent=1, default=str)
+write_json(snakemake.output.environment, job_environment(), indent=1)  # the packages this job ran with

@@ -1,5 +1,9 @@
 """Rule umap_embeddings: one joint UMAP of control, observed and predicted cells per drawn perturbation."""
 
+from perturbot.jobenv import own_packages_only
+
+own_packages_only()  # first: under --use-conda, every other package comes from this job's env
+
 from pathlib import Path
 
 import anndata as ad

@@ -1,5 +1,9 @@
 """Rule w1bench_fit: W1-OT's potential with one group count on one benchmark pair, scored (one JSON row)."""
 
+from perturbot.jobenv import own_packages_only
+
+own_packages_only()  # first: under --use-conda, every other package comes from this job's env
+
 import json
 
 from perturbot.atomic import remove_stale_outputs, write_json

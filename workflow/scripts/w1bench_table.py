@@ -1,5 +1,9 @@
 """Rule w1bench_table: every (dimension, funnels, group count) row in one table."""
 
+from perturbot.jobenv import own_packages_only
+
+own_packages_only()  # first: under --use-conda, every other package comes from this job's env
+
 import json
 
 import pandas as pd
