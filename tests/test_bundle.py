@@ -55,6 +55,7 @@ def test_a_cheap_fit_gives_one_job_per_run_whatever_the_number_of_perturbations(
     assert training_jobs(ModelSpec("i", "identity", "data"), slugs, joint_training=True) == {EACH_JOB: names}
     # the tag decides, not the name
     monkeypatch.setitem(registry._REGISTRY, "long_identity", f"{__name__}:TrainedForLong")
+    monkeypatch.setattr(registry, "_REGISTERED_AT_RUN_TIME", {"long_identity"})  # as register() records it
     jobs = training_jobs(ModelSpec("l", "long_identity", "data"), slugs, joint_training=False)
     assert len(jobs) == 200 and job_of(jobs, "drug_7") == "drug_7"
 

@@ -97,3 +97,11 @@ def test_numeric_strings_convert_through_the_record_as_through_the_class():
     params = {"lr": "1e-3", "n_iters": "1e3"}
     assert validate_params(declaration("cellot"), params, "x", convert=True) == {"lr": 1e-3, "n_iters": 1000}
     assert isinstance(declaration("cellot"), Declaration) and declaration("cellot").is_ot
+
+
+def test_a_model_registered_at_run_time_is_read_from_its_class(monkeypatch):
+    """A Python user's perturbot.models.register(): the library plans its jobs from the class's tags."""
+    monkeypatch.setattr(models, "_REGISTRY", dict(models._REGISTRY))
+    monkeypatch.setattr(models, "_REGISTERED_AT_RUN_TIME", set())
+    models.register("my_identity", "perturbot.models.simple:Identity")
+    assert declaration("my_identity").tags == declaration("identity").tags

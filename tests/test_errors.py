@@ -75,7 +75,7 @@ def test_workflow_scripts_leave_errors_to_the_log():
         assert "sys.exit" not in calls, script.name
         for handler in (n for n in ast.walk(tree) if isinstance(n, ast.ExceptHandler)):  # cleaning up is fine
             assert any(isinstance(n, ast.Raise) for n in ast.walk(handler)), f"{script.name} swallows an error"
-        assert "log_to_file" in calls, script.name
+        assert "log_job" in calls, script.name  # perturbot.logs.log_job: the job's log gets its errors
 
 
 def test_the_command_line_shows_clear_errors_and_lets_bugs_raise(tmp_path, monkeypatch, capsys):

@@ -73,6 +73,7 @@ def test_reference_cell_models_are_known_by_their_tag_not_their_name(monkeypatch
     from perturbot import models as registry
 
     monkeypatch.setitem(registry._REGISTRY, "reference_copy", f"{__name__}:ReferenceCells")
+    monkeypatch.setattr(registry, "_REGISTERED_AT_RUN_TIME", {"reference_copy"})  # as register() records it
     assert registry.tags("reference_copy")["needs_reference_cells"]
     adata = prepared()
     adata.obsm["X_true_stim"] = np.asarray(adata.X) + 1.0  # a known per-cell response

@@ -8,9 +8,9 @@ from pathlib import Path
 
 from perturbot.atomic import is_temporary, remove_stale_outputs
 from perturbot.tables import aggregate_metrics
-from perturbot.logs import log_to_file
+from perturbot.logs import log_job
 
-log_to_file(snakemake.log[0])
+log_job(snakemake)
 remove_stale_outputs(*snakemake.output)
 # one directory per (holdout, run) prediction job, one table per perturbation inside
 tables = sorted(p for d in snakemake.input for p in Path(d).glob("*.csv") if not is_temporary(p))

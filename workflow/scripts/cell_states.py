@@ -11,9 +11,9 @@ import anndata as ad
 from perturbot.atomic import remove_stale_outputs, write_csv
 from perturbot.cell_states import leiden_states
 from perturbot.cells import model_input
-from perturbot.logs import log_to_file
+from perturbot.logs import log_job
 
-log_to_file(snakemake.log[0])
+log_job(snakemake)
 remove_stale_outputs(*snakemake.output)
 data = ad.read_h5ad(Path(snakemake.input.data) / f"{snakemake.wildcards.holdout}.h5ad")
 states = leiden_states(model_input(data), resolution=snakemake.params.resolution, seed=snakemake.params.seed)

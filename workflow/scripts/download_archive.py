@@ -6,9 +6,9 @@ own_packages_only()  # first: under --use-conda, every other package comes from 
 
 from perturbot.atomic import remove_stale_outputs, write_json
 from perturbot.data.download import fetch_archive
-from perturbot.logs import log_to_file
+from perturbot.logs import log_job
 
-log_to_file(snakemake.log[0])  # a DownloadError is shown, in the log and on stderr, as 'Download error: <message>'
+log_job(snakemake)  # a DownloadError is shown, in the log and on stderr, as 'Download error: <message>'
 remove_stale_outputs(*snakemake.output)
 path, sha256 = fetch_archive(snakemake.params.source, name=snakemake.params.dataset)
 write_json(snakemake.output[0], {"archive": str(path), "sha256": sha256}, indent=1)

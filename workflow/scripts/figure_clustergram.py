@@ -9,10 +9,10 @@ import pandas as pd
 
 from perturbot.atomic import remove_stale_outputs, write_csv
 from perturbot.cell_states import mean_cost_by_state
-from perturbot.logs import log_to_file
+from perturbot.logs import log_job
 from perturbot.plotting import clustergram, save_figure
 
-log_to_file(snakemake.log[0])
+log_job(snakemake)
 remove_stale_outputs(snakemake.output.table)
 states = pd.read_csv(snakemake.input.states, index_col="cell", dtype={"cell": str}, keep_default_na=False)["state"]
 costs = []

@@ -9,10 +9,10 @@ from pathlib import Path
 import anndata as ad
 
 from perturbot.cells import evaluation_target, model_input
-from perturbot.logs import log_to_file
+from perturbot.logs import log_job
 from perturbot.plotting import marginal_features, marginals, save_figure
 
-log_to_file(snakemake.log[0])
+log_job(snakemake)
 options = snakemake.params.figures
 holdout = snakemake.params.holdout
 data = ad.read_h5ad(Path(snakemake.input.data) / f"{holdout}.h5ad")

@@ -4,11 +4,11 @@ from perturbot.jobenv import own_packages_only
 
 own_packages_only()  # first: under --use-conda, every other package comes from this job's env
 
-from perturbot.logs import log_to_file
+from perturbot.logs import log_job
 from perturbot.plotting import mmd_boxplot, save_figure
 from perturbot.tables import read_metrics, read_statistics
 
-log_to_file(snakemake.log[0])
+log_job(snakemake)
 metrics = read_metrics(snakemake.input.metrics)
 statistics = read_statistics(snakemake.input.statistics)
 setting = metrics["setting"].iloc[0]

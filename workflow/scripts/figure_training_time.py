@@ -6,9 +6,9 @@ own_packages_only()  # first: under --use-conda, every other package comes from 
 
 from pathlib import Path
 
-from perturbot.logs import log_to_file
+from perturbot.logs import log_job
 from perturbot.plotting import save_figure, training_runs, training_time
 
-log_to_file(snakemake.log[0])
+log_job(snakemake)
 runs = training_runs([Path(p).parent for p in snakemake.input])
 save_figure(training_time(runs, snakemake.params.models), snakemake.output.pdf)

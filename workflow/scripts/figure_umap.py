@@ -8,10 +8,10 @@ import anndata as ad
 import numpy as np
 
 from perturbot.embedding import OBSERVED, embedded_models, embedding_frame
-from perturbot.logs import log_to_file
+from perturbot.logs import log_job
 from perturbot.plotting import changing_features, joint_umap, save_figure
 
-log_to_file(snakemake.log[0])
+log_job(snakemake)
 options = snakemake.params.figures
 embedding = ad.read_h5ad(snakemake.params.embedding)
 frame = embedding_frame(embedding)

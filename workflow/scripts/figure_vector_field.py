@@ -10,10 +10,10 @@ import anndata as ad
 import numpy as np
 
 from perturbot.cells import model_input
-from perturbot.logs import log_to_file
+from perturbot.logs import log_job
 from perturbot.plotting import save_figure, vector_field
 
-log_to_file(snakemake.log[0])
+log_job(snakemake)
 data = ad.read_h5ad(Path(snakemake.input.data) / f"{snakemake.params.holdout}.h5ad")
 inputs = model_input(data)
 control = np.asarray(inputs.X)

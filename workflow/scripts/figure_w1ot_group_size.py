@@ -6,8 +6,8 @@ own_packages_only()  # first: under --use-conda, every other package comes from 
 
 import pandas as pd
 
-from perturbot.logs import log_to_file
+from perturbot.logs import log_job
 from perturbot.plotting import save_figure, w1ot_group_size
 
-log_to_file(snakemake.log[0])
+log_job(snakemake)
 save_figure(w1ot_group_size(pd.read_csv(snakemake.input[0])), snakemake.output.pdf)

@@ -7,9 +7,9 @@ own_packages_only()  # first: under --use-conda, every other package comes from 
 from pathlib import Path
 
 from perturbot.atomic import remove_stale_outputs, write_csv
-from perturbot.logs import log_to_file
+from perturbot.logs import log_job
 from perturbot.plotting import job_resources
 
-log_to_file(snakemake.log[0])
+log_job(snakemake)
 remove_stale_outputs(*snakemake.output)
 write_csv(job_resources([Path(p).parent / "benchmark.tsv" for p in snakemake.input]), snakemake.output[0], index=False)

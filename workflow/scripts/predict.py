@@ -8,10 +8,10 @@ from pathlib import Path
 
 from perturbot.atomic import remove_stale_outputs, write_json
 from perturbot.experiment import Prediction, predict_and_evaluate
-from perturbot.logs import log_to_file
+from perturbot.logs import log_job
 from perturbot.provenance import ENVIRONMENT_FILE, job_environment
 
-log_to_file(snakemake.log[0])
+log_job(snakemake)
 for folder in snakemake.output:  # what a killed run of this job left in its folders
     remove_stale_outputs(folder, within=folder)
 predict_and_evaluate(

@@ -10,12 +10,12 @@ from pathlib import Path
 from perturbot.atomic import atomic_path, remove_stale_outputs
 from perturbot.data.catalog import read_list
 from perturbot.data.io import DataError, load_dataset
-from perturbot.logs import log_to_file
+from perturbot.logs import log_job
 from perturbot.preprocessing import prepare
 from perturbot.slugs import slug_map
 
 # a DataError is shown, in the log and on stderr, as 'Data error in experiment ...: <message>'
-log_to_file(snakemake.log[0], context=f"experiment {snakemake.wildcards.experiment!r}")
+log_job(snakemake, context=f"experiment {snakemake.wildcards.experiment!r}")
 exp = snakemake.params.experiment
 dataset = snakemake.params.dataset
 if isinstance(dataset["source"], dict):

@@ -5,10 +5,10 @@ from perturbot.jobenv import own_packages_only
 own_packages_only()  # first: under --use-conda, every other package comes from this job's env
 
 from perturbot.atomic import remove_stale_outputs, write_json
-from perturbot.logs import log_to_file
+from perturbot.logs import log_job
 from perturbot.provenance import ENVIRONMENT_FILE, job_environments, provenance
 
-log_to_file(snakemake.log[0])
+log_job(snakemake)
 remove_stale_outputs(*snakemake.output)
 records = {
     "train_autoencoder": snakemake.input.train_autoencoder,

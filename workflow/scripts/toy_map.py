@@ -12,10 +12,10 @@ import pandas as pd
 from perturbot import models
 from perturbot.atomic import remove_stale_outputs, write_csv
 from perturbot.data.toy2d import make_2d
-from perturbot.logs import log_to_file
+from perturbot.logs import log_job
 from perturbot.training import set_threads
 
-log_to_file(snakemake.log[0])
+log_job(snakemake)
 remove_stale_outputs(*snakemake.output, within=Path(snakemake.output.points).parent)
 set_threads(snakemake.threads)
 settings = snakemake.params.settings

@@ -8,10 +8,10 @@ from pathlib import Path
 
 from perturbot.atomic import remove_stale_outputs, write_json
 from perturbot.experiment import train_autoencoder
-from perturbot.logs import log_to_file
+from perturbot.logs import log_job
 from perturbot.provenance import job_environment
 
-log_to_file(snakemake.log[0])
+log_job(snakemake)
 run = snakemake.params.run
 out_dir = Path(snakemake.output.model).parent
 remove_stale_outputs(*snakemake.output, within=out_dir)  # what a killed run of this job left

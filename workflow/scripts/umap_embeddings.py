@@ -12,10 +12,10 @@ import numpy as np
 from perturbot.atomic import atomic_path, remove_stale_outputs
 from perturbot.cells import evaluation_target, model_input
 from perturbot.embedding import CONTROL, OBSERVED, joint_embedding
-from perturbot.logs import log_to_file
+from perturbot.logs import log_job
 from perturbot.plotting.style import model_order
 
-log_to_file(snakemake.log[0])
+log_job(snakemake)
 remove_stale_outputs(*snakemake.output)
 kinds = snakemake.params.kinds
 data = ad.read_h5ad(Path(snakemake.input.data) / f"{snakemake.params.holdout}.h5ad")

@@ -7,11 +7,11 @@ own_packages_only()  # first: under --use-conda, every other package comes from 
 import json
 
 from perturbot.atomic import remove_stale_outputs, write_json
-from perturbot.logs import log_to_file
+from perturbot.logs import log_job
 from perturbot.training import set_threads
 from perturbot.w1bench import group_size_run, load_pair
 
-log_to_file(snakemake.log[0])
+log_job(snakemake)
 remove_stale_outputs(*snakemake.output)
 set_threads(snakemake.threads)
 given = snakemake.input[0]

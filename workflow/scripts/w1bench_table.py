@@ -9,9 +9,9 @@ import json
 import pandas as pd
 
 from perturbot.atomic import write_csv
-from perturbot.logs import log_to_file
+from perturbot.logs import log_job
 
-log_to_file(snakemake.log[0])
+log_job(snakemake)
 rows = [json.loads(open(path).read()) for path in snakemake.input]
 table = pd.DataFrame(rows).sort_values(["dim", "width", "n_groups"])
 write_csv(table, snakemake.output[0], index=False)

@@ -37,9 +37,18 @@ _REGISTRY: dict[str, str] = {
 
 
 
+#: Names registered by :func:`register` in this process (their declarations are read from the class).
+_REGISTERED_AT_RUN_TIME: set[str] = set()
+
+
 def register(name: str, path: str) -> None:
-    """Register a model class under ``name`` (``path`` is ``"module:Class"``)."""
+    """Register a model class under ``name`` (``path`` is ``"module:Class"``).
+
+    Its tags and hyper-parameters are then read from the class itself (which imports it); a model
+    the workflow plans with belongs in the source registry above and in ``declarations.json``.
+    """
     _REGISTRY[name] = path
+    _REGISTERED_AT_RUN_TIME.add(name)
 
 
 def available() -> list[str]:

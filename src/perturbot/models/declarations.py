@@ -87,11 +87,15 @@ def _record() -> dict[str, dict]:
 
 def declaration(name: str) -> Declaration:
     """The declaration of a registered model (or of ``"autoencoder"``); KeyError names the known models."""
-    from perturbot.models import _REGISTRY, available
+    from perturbot.models import _REGISTERED_AT_RUN_TIME, _REGISTRY, available
 
     paths = {**_REGISTRY, **EXTRA}
     if name not in paths:
         raise KeyError(f"unknown model {name!r}; available models: {', '.join(available())}")
+    if name in _REGISTERED_AT_RUN_TIME:  # a Python user's own model (perturbot.models.register): read its class
+        from perturbot.models.declare import from_class
+
+        return from_class(name, paths[name])
     recorded = _record().get(name)
     if recorded is None or recorded["path"] != paths[name]:
         raise KeyError(f"model {name!r} ({paths[name]}) is not declared in {RECORD.name}: "
