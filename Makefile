@@ -43,7 +43,7 @@ demo: $(STAMP)
 
 # one pytest worker per core; a file's tests stay on one worker, so its module fixtures are built once
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest -q -n $(CORES) --dist loadfile tests
+	$(VENV)/bin/python -m pytest -q -n $(CORES) --dist loadfile --durations=15 tests
 
 bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/run_all.py $(BENCH_ARGS)

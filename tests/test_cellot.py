@@ -195,7 +195,7 @@ def test_fit_many_learns_each_perturbation():
         name: truth(rng.normal(size=(n, d))).astype(np.float32)
         for (name, truth), n in zip(truths.items(), (2500, 2000))
     }
-    model = CellOT(n_iters=600, seed=0, **FAST).fit_many(source, targets)
+    model = CellOT(n_iters=300, seed=0, **FAST).fit_many(source, targets)  # 2.4 and 0.9 % (600: 0.9, 1.0)
     assert model.perturbations_ == ["shift", "scale"]
     target_var = {name: float(np.trace(np.cov(t.T))) for name, t in targets.items()}
     for name, truth in truths.items():

@@ -239,3 +239,82 @@ def test_a_target_without_validation_cells_leaves_the_others_validated():
     assert model.val_score_["common"] == pytest.approx(scores["common"].min())
     assert np.isnan(model.val_score_["rare"])
     assert np.isfinite(model.transport(source[:5], perturbation="rare")).all()
+
+
+def test_progress_lines_and_a_clean_stop_on_sigterm(tmp_path, caplog, monkeypatch):
+    """OT-FM logs one progress line per evaluation (iterations, time left, validation score), and SIGTERM
+    saves the checkpoint that the same run then resumes from, to the same predictions as straight through."""
+    import logging
+    import os
+    import signal
+
+    caplog.set_level(logging.INFO, logger="perturbot.training")
+    rng = np.random.default_rng(0)
+    source = rng.normal(size=(200, 4)).astype(np.float32)
+    target = (source + 1.0).astype(np.float32)
+    params = dict(hidden_units=(16,), batch_size=32, eval_every=20, val_size=20, checkpoint_every=10**6, seed=0,
+                  device="cpu")
+    straight = OTFlowMatching(n_iters=60, **params).fit(source, target)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("otfm ")]
+    assert [line.split()[1] for line in lines] == ["20/60", "40/60", "60/60"]
+    assert "left" in lines[0] and "val_w2_empirical" in lines[-1] and "best" in lines[-1]
+
+    path = tmp_path / "ckpt.pt"
+    record = training.Progress.record
+
+    def sigterm_at_40(self, iteration, *args, **kwargs):
+        improved = record(self, iteration, *args, **kwargs)
+        if iteration == 40:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return improved
+
+    monkeypatch.setattr(training.Progress, "record", sigterm_at_40)
+    with pytest.raises(training.TrainingInterrupted):
+        OTFlowMatching(n_iters=60, **params).fit(source, target, checkpoint=str(path))
+    monkeypatch.undo()
+    assert training.Checkpoint(path).load()["iteration"] == 40
+    resumed = OTFlowMatching(n_iters=60, **params).fit(source, target, checkpoint=str(path))
+    assert list(resumed.history_["iteration"]) == [20, 40, 60]
+    np.testing.assert_array_equal(resumed.transport(source[:50]), straight.transport(source[:50]))
+
+
+def test_a_gaussian_start_extrapolates_an_affine_map_to_an_unseen_population(tmp_path):
+    """On an affine truth the Gaussian start is the map itself, so cells of a population never seen in
+    training (a shifted copy of the control cells) land near their true images; the plain start, which
+    learned the flow only where the training cells were, does not. Saved and loaded, it predicts the same."""
+    rng = np.random.default_rng(0)
+    d = 4
+    q, _ = np.linalg.qr(rng.normal(size=(d, d)))
+    a = (q * np.array([0.5, 0.8, 1.2, 1.6])) @ q.T  # symmetric positive definite: x -> a x + b is the W2 map
+    b = np.array([1.0, -2.0, 0.5, 0.0])
+    source = rng.normal(size=(1500, d)).astype(np.float32)
+    target = (rng.normal(size=(1500, d)) @ a.T + b).astype(np.float32)
+    unseen = (rng.normal(size=(500, d)) + 3.0).astype(np.float32)
+    truth = unseen @ a.T + b
+    common = dict(n_iters=200, hidden_units=(32, 32), batch_size=128, val_size=100, eval_every=100, seed=0,
+                  device="cpu")
+    rmse = lambda model: float(np.sqrt(np.square(model.transport(unseen) - truth).sum(1).mean()))  # noqa: E731
+    gaussian = OTFlowMatching(start="gaussian", **common).fit(source, target)
+    plain = OTFlowMatching(**common).fit(source, target)
+    assert rmse(gaussian) < 0.5 and rmse(gaussian) < rmse(plain) / 2, (rmse(gaussian), rmse(plain))
+    loaded = PerturbationModel.load(gaussian.save(tmp_path / "model"))
+    np.testing.assert_array_equal(loaded.transport(unseen), gaussian.transport(unseen))
+
+
+
+def test_global_coupling_pairs_each_cell_with_its_own_image_under_a_translation():
+    """coupling: global solves one assignment of the whole populations: for a translated copy, the W2 pairing
+    sends every cell to its own translate (each batch then draws pairs from it); too many cells are refused."""
+    rng = np.random.default_rng(0)
+    source = rng.normal(size=(300, 3)).astype(np.float32)
+    data = _Data.make(source, [source[::-1] + 2.0], val_size=0, seed=0, device=torch.device("cpu"))
+    data.pair_globally(seed=0)
+    rows_src, rows_tgt = data.global_pairs[0]
+    np.testing.assert_allclose(data.targets[0][rows_tgt].numpy(), data.source[rows_src].numpy() + 2.0, atol=1e-6)
+    x0, x1 = data.sample_pairs(torch.tensor([0]), 64, torch.Generator().manual_seed(0), "global")
+    np.testing.assert_allclose(x1.numpy(), x0.numpy() + 2.0, atol=1e-6)
+    from perturbot.models import otfm
+
+    with pytest.raises(ValueError, match="coupling: exact"):
+        big = np.zeros((otfm.GLOBAL_MAX_CELLS + 1, 2), np.float32)
+        _Data.make(big, [big], val_size=0, seed=0, device=torch.device("cpu")).pair_globally(0)

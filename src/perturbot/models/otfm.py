@@ -29,8 +29,14 @@ from perturbot.params import Interval, Options
 from perturbot.nn.velocity import VelocityField
 
 _INFERENCE_CHUNK = 16384
-COUPLINGS = ("exact", "independent")
+COUPLINGS = ("exact", "global", "independent")
+#: ``coupling: global`` pairs whole populations up to this many cells a side (the cost matrix holds its square).
+GLOBAL_MAX_CELLS = 6000
 SOLVERS = ("euler", "midpoint", "rk4")
+#: Where each cell's flow starts: the control cell itself, or its image by the closed-form Gaussian (W2) map.
+STARTS = ("identity", "gaussian")
+#: Ridge of the covariances of ``start: gaussian`` (GaussianOT's default), relative to their mean variance.
+START_RIDGE = 1e-4
 
 
 class OTFlowMatching(PerturbationModel):
@@ -53,7 +59,7 @@ class OTFlowMatching(PerturbationModel):
         "weight_decay": Interval(0), "hidden_units": Interval(1), "embedding_dim": Interval(1), "time_frequencies": Interval(0),
         "coupling": Options(COUPLINGS), "sigma": Interval(0), "perturbations_per_step": Interval(1),
         "solver": Options(SOLVERS), "n_steps": Interval(1), "criterion": Options(training.CRITERIA), "val_size": Interval(0),
-        "eval_every": Interval(1), "checkpoint_every": Interval(1),
+        "eval_every": Interval(1), "checkpoint_every": Interval(1), "start": Options(STARTS),
     }
 
     def __init__(
@@ -77,6 +83,7 @@ class OTFlowMatching(PerturbationModel):
         val_size: int = 500,
         eval_every: int = 250,
         checkpoint_every: int = 1000,
+        start: str = "identity",
         seed: int = 0,
         device: str = "auto",
     ) -> None:
@@ -99,6 +106,7 @@ class OTFlowMatching(PerturbationModel):
         self.val_size = val_size
         self.eval_every = eval_every
         self.checkpoint_every = checkpoint_every
+        self.start = start
         self.seed = seed
         self.device = device
 
@@ -144,7 +152,16 @@ class OTFlowMatching(PerturbationModel):
             (src - center) / self.scale_, [(tgts[k] - center) / self.scale_ for k in names],
             self.val_size, self.seed, self.device_,
         )
+        if self.coupling == "global":
+            data.pair_globally(self.seed)
+        if self.start == "gaussian":  # each flow only corrects the closed-form map: short, nearly straight paths
+            data.start_matrix, data.start_shift = _gaussian_starts(data.source, data.targets)
+        self.start_matrix_, self.start_shift_ = data.start_matrix, data.start_shift
         net = self._build(src.shape[1], len(names))
+        if self.start == "gaussian":  # zero velocity at first: the untrained flow is the Gaussian map itself
+            last = net.net[-1]
+            torch.nn.init.zeros_(last.weight)
+            torch.nn.init.zeros_(last.bias)
         start, start_cpu = time.perf_counter(), time.process_time()
         ckpt = training.Checkpoint(checkpoint, self.checkpoint_every, model=self, data=fit_arrays(src, tgts))
         val_score = self._train(net, data, names, ckpt)
@@ -180,38 +197,48 @@ class OTFlowMatching(PerturbationModel):
             best_score = state["best_score"].clone()
             best = {k: v.to(self.device_) for k, v in state["best"].items()}
             start = int(state["iteration"])
+        elif self.keep_best and self.start == "gaussian":  # the Gaussian map is a candidate too: kept unless beaten
+            best_score = self._validation_score(net, data, scorers)
         per_step = min(int(self.perturbations_per_step or n_models), n_models)
+        progress = training.Progress("otfm", n_iters, history=history, score_name=column)
+        if state is not None:
+            progress.load_state_dict(state.get("progress"))
+
+        def snapshot(iteration: int) -> dict[str, Any]:
+            return {
+                "iteration": iteration, "velocity": net.state_dict(), "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(), "generator": training.generator_state(gen),
+                "history": history.rows, "best": best, "best_score": best_score, "progress": progress.state_dict(),
+            }
+
         score = None
         net.train()
-        for it in range(start + 1, n_iters + 1):
-            chosen = torch.arange(n_models, device=gen.device)
-            if per_step < n_models:
-                chosen = torch.randperm(n_models, generator=gen, device=gen.device)[:per_step].sort().values
-            chosen = chosen.to(self.device_)
-            x0, x1 = data.sample_pairs(chosen, int(self.batch_size), gen, self.coupling)
-            loss = self._loss(net, x0, x1, chosen, gen)
-            opt.zero_grad(set_to_none=True)
-            loss.mean().backward()
-            opt.step()
-            sched.step()
-            if it % self.eval_every == 0 or it == n_iters:
-                score = self._validation_score(net, data, scorers)
-                if self.keep_best and torch.isfinite(score).any():
-                    # one network for all perturbations: keep it where the mean validation score is lowest
-                    if float(score.nanmean()) < float(best_score.nanmean()) or not torch.isfinite(best_score).any():
-                        best = {k: v.detach().clone() for k, v in net.state_dict().items()}
-                        best_score = score.clone()
-                losses = dict(zip(chosen.tolist(), loss.detach().cpu().tolist()))
-                for p, name in enumerate(names):
-                    history.log(iteration=it, perturbation=name, loss=losses.get(p, float("nan")),
-                                **{column: float(score[p])}, lr=sched.get_last_lr()[0])
-                net.train()
-            if ckpt.due(it):
-                ckpt.save({
-                    "iteration": it, "velocity": net.state_dict(), "optimizer": opt.state_dict(),
-                    "scheduler": sched.state_dict(), "generator": training.generator_state(gen),
-                    "history": history.rows, "best": best, "best_score": best_score,
-                })
+        with progress:
+            for it in progress.iterations(start, n_iters, on_stop=lambda last: ckpt.save(snapshot(last))):
+                chosen = torch.arange(n_models, device=gen.device)
+                if per_step < n_models:
+                    chosen = torch.randperm(n_models, generator=gen, device=gen.device)[:per_step].sort().values
+                chosen = chosen.to(self.device_)
+                x0, x1 = data.sample_pairs(chosen, int(self.batch_size), gen, self.coupling)
+                loss = self._loss(net, x0, x1, chosen, gen)
+                opt.zero_grad(set_to_none=True)
+                loss.mean().backward()
+                opt.step()
+                sched.step()
+                if it % self.eval_every == 0 or it == n_iters:
+                    score = self._validation_score(net, data, scorers)
+                    if self.keep_best and torch.isfinite(score).any():
+                        # one network for all perturbations: keep it where the mean validation score is lowest
+                        if float(score.nanmean()) < float(best_score.nanmean()) or not torch.isfinite(best_score).any():
+                            best = {k: v.detach().clone() for k, v in net.state_dict().items()}
+                            best_score = score.clone()
+                    losses = dict(zip(chosen.tolist(), loss.detach().cpu().tolist()))
+                    rows = [{"iteration": it, "perturbation": name, "loss": losses.get(p, float("nan")),
+                             column: float(score[p]), "lr": sched.get_last_lr()[0]} for p, name in enumerate(names)]
+                    progress.record(it, rows, score=score.numpy(), losses={"loss": float(np.mean(list(losses.values())))})
+                    net.train()
+                if ckpt.due(it):
+                    ckpt.save(snapshot(it))
         ckpt.clear()
         self.history_ = history.to_frame()
         if self.keep_best and torch.isfinite(best_score).any():
@@ -247,7 +274,7 @@ class OTFlowMatching(PerturbationModel):
             if scorers[p] is None:  # no validation cells of its own
                 out.append(float("nan"))
                 continue
-            mapped = integrate(net, data.source_val, p, int(self.n_steps), self.solver)
+            mapped = integrate(net, data.started(data.source_val, p), p, int(self.n_steps), self.solver)
             out.append(scorers[p](mapped))
         return torch.tensor(out, dtype=torch.float64)
 
@@ -260,6 +287,7 @@ class OTFlowMatching(PerturbationModel):
         out = []
         for i in range(0, len(x), _INFERENCE_CHUNK):
             chunk = (torch.from_numpy(x[i : i + _INFERENCE_CHUNK]).to(self.device_) - center) / self.scale_
+            chunk = _started(chunk, self.start_matrix_, self.start_shift_, p)
             mapped = integrate(self.velocity_, chunk, p, int(self.n_steps), self.solver)
             out.append((mapped * self.scale_ + center).cpu().numpy())
         return np.concatenate(out).astype(np.float32, copy=False)
@@ -276,10 +304,15 @@ class OTFlowMatching(PerturbationModel):
         }
 
     def _get_tensors(self) -> dict[str, torch.Tensor]:
-        return dict(self.velocity_.state_dict())
+        starts = {} if self.start_matrix_ is None else {"start.matrix": self.start_matrix_, "start.shift": self.start_shift_}
+        return {**self.velocity_.state_dict(), **starts}
 
     def _set_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
         self.device_ = training.resolve_device(self.device)
+        tensors = dict(tensors)
+        matrix, shift = tensors.pop("start.matrix", None), tensors.pop("start.shift", None)
+        self.start_matrix_ = None if matrix is None else matrix.to(self.device_)
+        self.start_shift_ = None if shift is None else shift.to(self.device_)
         net = self._build(self.n_features_in_, len(self.perturbations_))
         net.load_state_dict(tensors)
         self.velocity_ = net.eval()
@@ -321,6 +354,11 @@ class _Data:
         self.targets = targets
         self.target_val = target_val
         self.n_models = len(targets)
+        self.start_matrix: torch.Tensor | None = None  # (P, d, d) and (P, d): start: gaussian
+        self.start_shift: torch.Tensor | None = None
+
+    def started(self, x: torch.Tensor, p: int) -> torch.Tensor:
+        return _started(x, self.start_matrix, self.start_shift, p)
 
     @classmethod
     def make(cls, source: np.ndarray, targets: list[np.ndarray], val_size: int, seed: int,
@@ -338,15 +376,69 @@ class _Data:
     def _rows(self, n: int, b: int, gen: torch.Generator) -> torch.Tensor:
         return torch.randint(n, (b,), generator=gen, device=gen.device)
 
+    def pair_globally(self, seed: int) -> None:
+        """One exact assignment of the whole training populations, per perturbation, computed once
+        (``coupling: global``): the empirical W2 map's pairs, instead of one assignment of 512 cells
+        per batch and step. The smaller population is repeated (a seeded draw for the remainder) to
+        the larger's size; above :data:`GLOBAL_MAX_CELLS` cells a side the square cost matrix is
+        too large, and a clear error says to use ``coupling: exact``."""
+        rng = np.random.default_rng(seed)
+        self.global_pairs = []
+        for p, target in enumerate(self.targets):
+            n = max(len(self.source), len(target))
+            if n > GLOBAL_MAX_CELLS:
+                raise ValueError(f"coupling: global pairs whole populations up to {GLOBAL_MAX_CELLS} cells a side; "
+                                 f"perturbation {p} has {n}: use coupling: exact (minibatch pairs)")
+            rows_src, rows_tgt = _repeat_to(len(self.source), n, rng), _repeat_to(len(target), n, rng)
+            pairs = training.assignment(self.source[rows_src], target[rows_tgt])
+            self.global_pairs.append((rows_src, rows_tgt[pairs]))
+
     def sample_pairs(
         self, chosen: torch.Tensor, b: int, gen: torch.Generator, coupling: str
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(P, b, d) control and perturbed cells, row i of each perturbation paired with row i."""
+        if coupling == "global":  # pairs drawn from the one assignment of the whole populations
+            x0, x1 = [], []
+            for p in chosen.tolist():
+                rows_src, rows_tgt = self.global_pairs[p]
+                draw = self._rows(len(rows_src), b, gen).cpu().numpy()
+                x0.append(self.source[torch.from_numpy(rows_src[draw]).to(self.source.device)])
+                x1.append(self.targets[p][torch.from_numpy(rows_tgt[draw]).to(self.source.device)])
+            return torch.stack(x0), torch.stack(x1)
         x0 = torch.stack([self.source[self._rows(len(self.source), b, gen).to(self.source.device)] for _ in chosen])
         x1 = torch.stack([
             self.targets[p][self._rows(len(self.targets[p]), b, gen).to(self.source.device)]
             for p in chosen.tolist()
         ])
+        if self.start_matrix is not None:  # each flow starts at the Gaussian map's image of its cell
+            x0 = x0 @ self.start_matrix[chosen].transpose(1, 2) + self.start_shift[chosen][:, None, :]
         if coupling == "exact":
             x1 = training.pair_by_assignment(x0, x1)
         return x0, x1
+
+
+def _repeat_to(n: int, size: int, rng: np.random.Generator) -> np.ndarray:
+    """Row indices of a population of ``n`` repeated to ``size``: every row size // n times, the rest a seeded draw."""
+    whole = np.tile(np.arange(n), size // n)
+    return np.concatenate([whole, rng.choice(n, size - len(whole), replace=False)])
+
+
+def _started(x: torch.Tensor, matrix: torch.Tensor | None, shift: torch.Tensor | None, p: int) -> torch.Tensor:
+    """Where the flows of cells ``x`` start for perturbation ``p``: the cells, or their Gaussian map images."""
+    return x if matrix is None else x @ matrix[p].T + shift[p]
+
+
+def _gaussian_starts(source: torch.Tensor, targets: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The closed-form W2 map between Gaussian fits, x -> A (x - m_s) + m_t, of every perturbation: (P, d, d), (P, d)."""
+    from perturbot.models.gaussian_ot import gaussian_map_matrix, regularised_covariance
+
+    src = source.cpu().double().numpy()
+    cov_source = regularised_covariance(src, START_RIDGE, "the control cells")
+    matrices, shifts = [], []
+    for p, target in enumerate(targets):
+        tgt = target.cpu().double().numpy()
+        a = gaussian_map_matrix(cov_source, regularised_covariance(tgt, START_RIDGE, f"perturbation {p}"))
+        matrices.append(a)
+        shifts.append(tgt.mean(0) - src.mean(0) @ a.T)
+    return (torch.as_tensor(np.stack(matrices), dtype=torch.float32, device=source.device),
+            torch.as_tensor(np.stack(shifts), dtype=torch.float32, device=source.device))
