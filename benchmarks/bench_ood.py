@@ -1,0 +1,129 @@
+"""Maps at real cell counts, in and out of distribution, against the Gaussian map: per-cell RMSE on known truth.
+
+A perturbation has 300 to 3,000 cells, and the papers' headline results are about
+cells never seen. Two truths, 2,000 cells a side by default:
+
+- **suite pairs** (:func:`perturbot.groundtruth.make_pair`, D = 8 and 32): control
+  cells from two of the mixture's three components train (with the true images of
+  fresh draws from them as the perturbed cells); the test is 1,000 fresh cells of
+  those two components (i.i.d.) and 1,000 of the third, never seen (o.o.d.);
+- **features** (``bench_otfm.data``: ``make_features``, 48 features, 3,000 control
+  and 2,000 perturbed cells), i.i.d. only.
+
+Each row fits one model and prints its per-cell RMSE against the true images and
+its fit's wall seconds. ``--rows`` picks rows by label; the table in
+``docs/models/otfm.md`` (2026-12-07) comes from this script.
+
+    python benchmarks/bench_ood.py                     # every row (about 15 minutes on 2 cores)
+    python benchmarks/bench_ood.py --rows gaussian "otfm start=gaussian keep_best"
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from perturbot.groundtruth import make_pair
+from perturbot.models.gaussian_ot import GaussianOT
+from perturbot.models.otfm import OTFlowMatching
+from perturbot.training import set_threads
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_otfm import data as features_data  # noqa: E402
+
+#: label -> (model class or None for identity, keyword arguments)
+ROWS: dict[str, tuple[type | None, dict]] = {
+    "identity": (None, {}),
+    "gaussian": (GaussianOT, {}),
+    "otfm 500": (OTFlowMatching, {"n_iters": 500}),
+    "otfm 1000": (OTFlowMatching, {"n_iters": 1000}),
+    "otfm 2000": (OTFlowMatching, {"n_iters": 2000}),
+    "otfm 1000 coupling=global": (OTFlowMatching, {"n_iters": 1000, "coupling": "global"}),
+    "otfm 2000 coupling=global": (OTFlowMatching, {"n_iters": 2000, "coupling": "global"}),
+    "otfm 1000 start=gaussian": (OTFlowMatching, {"n_iters": 1000, "start": "gaussian"}),
+    "otfm 1000 start=gaussian keep_best": (OTFlowMatching, {"n_iters": 1000, "start": "gaussian", "keep_best": True}),
+}
+
+
+def suite_split(d: int, n: int, n_test: int, seed: int = 0) -> dict:
+    """Training cells from components 0 and 1 of the pair's control mixture; i.i.d. and o.o.d. (component 2) tests."""
+    pair = make_pair(d, n=200, n_test=200, seed=seed)
+    rng = np.random.default_rng(seed + 100)
+
+    def draw(k: int, components: list[int]) -> np.ndarray:
+        out: list[np.ndarray] = []
+        while sum(len(o) for o in out) < k:
+            component = rng.integers(0, len(pair.means), 4 * k)
+            z = rng.normal(size=(len(component), d))
+            x = pair.means[component] + np.einsum("nij,nj->ni", pair.factors[component], z)
+            out.append(x[np.isin(component, components)])
+        return np.concatenate(out)[:k]
+
+    seen = [0, 1]
+    source = draw(n, seen).astype(np.float32)  # drawn in this order: the docs' table is reproducible
+    target = pair.true_map(draw(n, seen)).astype(np.float32)
+    iid, ood = draw(n_test, seen), draw(n_test, [2])
+    return {
+        "source": source,
+        "target": target,
+        "tests": {"iid": (iid.astype(np.float32), pair.true_map(iid)), "ood": (ood.astype(np.float32), pair.true_map(ood))},
+    }
+
+
+def features_split() -> dict:
+    d = features_data(1)
+    name = next(iter(d["targets"]))
+    return {"source": d["source"], "target": d["targets"][name], "tests": {"iid": (d["test"], d["truth"][name])}}
+
+
+def rmse(predicted: np.ndarray, truth: np.ndarray) -> float:
+    return float(np.sqrt(np.square(np.asarray(predicted, np.float64) - truth).sum(1).mean()))
+
+
+def score(row: str, split: dict, seed: int = 0) -> tuple[dict[str, float], float]:
+    cls, params = ROWS[row]
+    start = time.perf_counter()
+    model = None
+    if cls is GaussianOT:
+        model = GaussianOT().fit(split["source"], split["target"])
+    elif cls is not None:
+        model = cls(device="cpu", seed=seed, **params).fit(split["source"], split["target"])
+    seconds = time.perf_counter() - start
+    return {k: rmse(x if model is None else model.transport(x), truth) for k, (x, truth) in split["tests"].items()}, seconds
+
+
+def main(quick: bool = False, rows: list[str] | None = None, threads: int = 1) -> None:
+    set_threads(threads)
+    rows = rows or list(ROWS)
+    unknown = sorted(set(rows) - set(ROWS))
+    if unknown:
+        raise SystemExit(f"unknown rows {unknown}; known: {list(ROWS)}")
+    n = 500 if quick else 2000
+    print(f"load average before: {os.getloadavg()}, torch threads: {torch.get_num_threads()}, {n} cells a side")
+    splits = {f"D={d}": suite_split(d, n, 1000) for d in (8, 32)}
+    if not quick:
+        splits["features"] = features_split()
+    print(f"{'row':>36} " + " ".join(f"{name + ' ' + k:>14}" for name, s in splits.items() for k in s["tests"])
+          + f" {'seconds':>8}")
+    for row in rows:
+        scores, seconds = [], 0.0
+        for split in splits.values():
+            values, secs = score(row, split)
+            scores += list(values.values())
+            seconds += secs
+        print(f"{row:>36} " + " ".join(f"{v:>14.3f}" for v in scores) + f" {seconds:>8.1f}", flush=True)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="500 cells a side, suite pairs only")
+    parser.add_argument("--rows", nargs="*", help=f"rows to run (default: all): {', '.join(ROWS)}")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    main(args.quick, args.rows, args.threads)
