@@ -75,7 +75,7 @@ def test_numbers_from_model_params_and_the_autoencoder_are_converted_too():
          "experiments.toy_iid.models.w1ot.hidden_units: 64 is an int, not a list; hidden_units must be a list of "
          "integers >= 1"),
         ("models: [{name: otfm, params: {coupling: sinkhorn}}]",
-         "experiments.toy_iid.models.otfm.coupling: 'sinkhorn' is not one of 'exact', 'independent'"),
+         "experiments.toy_iid.models.otfm.coupling: 'sinkhorn' is not one of 'exact', 'global', 'independent'"),
         ("models: [{name: otfm, params: {lr: nan}}]",
          "experiments.toy_iid.models.otfm.lr: 'nan' is not a finite number"),
         ("models: [{name: popalign, params: {reg_covar: automatic}}]",
