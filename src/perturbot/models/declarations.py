@@ -31,8 +31,8 @@ TAGS = ("role", "is_ot", "is_neural", "joint_only", "default_space", "needs_refe
         "multi_perturbation", "cheap_fit")
 #: Names a hint is written with in the record; anything else is recorded as ``Any`` (no type check).
 HINT_NAMES = {"int": int, "float": float, "str": str, "bool": bool, "None": None, "Any": Any,
-               "tuple": tuple, "list": list, "dict": dict, "Sequence": collections.abc.Sequence,
-               "Mapping": collections.abc.Mapping}
+              "tuple": tuple, "list": list, "dict": dict, "Sequence": collections.abc.Sequence,
+              "Mapping": collections.abc.Mapping}
 
 
 @dataclass(frozen=True)
