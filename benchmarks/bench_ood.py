@@ -30,8 +30,10 @@ import numpy as np
 import torch
 
 from perturbot.groundtruth import make_pair
+from perturbot.models.cellot import CellOT
 from perturbot.models.gaussian_ot import GaussianOT
 from perturbot.models.otfm import OTFlowMatching
+from perturbot.models.w1ot import W1OT
 from perturbot.training import set_threads
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -48,6 +50,9 @@ ROWS: dict[str, tuple[type | None, dict]] = {
     "otfm 2000 coupling=global": (OTFlowMatching, {"n_iters": 2000, "coupling": "global"}),
     "otfm 1000 start=gaussian": (OTFlowMatching, {"n_iters": 1000, "start": "gaussian"}),
     "otfm 1000 start=gaussian keep_best": (OTFlowMatching, {"n_iters": 1000, "start": "gaussian", "keep_best": True}),
+    "cellot fast": (CellOT, {"preset": "fast"}),
+    "cellot accurate": (CellOT, {"preset": "accurate"}),
+    "w1ot ot_lengths": (W1OT, {"preset": "ot_lengths"}),
 }
 
 

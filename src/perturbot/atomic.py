@@ -112,3 +112,13 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
     elif path.exists() or path.is_symlink():
         path.unlink()
+
+
+def json_default(obj: Any) -> Any:
+    """What ``json.dumps`` cannot write itself: tuples as lists, numpy scalars and arrays as Python values
+    (recognised by their type's module, so that this module needs no numpy)."""
+    if isinstance(obj, tuple):
+        return list(obj)
+    if type(obj).__module__ == "numpy" and hasattr(obj, "tolist"):
+        return obj.tolist()
+    raise TypeError(f"cannot serialise {type(obj).__name__} to JSON")

@@ -37,12 +37,17 @@ from perturbot.jobs import (  # noqa: F401  (re-exported: the planning of jobs, 
     job_of,
     training_jobs,
 )
-from perturbot.errors import ClearError
 from perturbot.latent import load_model
 from perturbot.markers import evaluation_features
 from perturbot.metrics import score, scored_rows, subsamples
 from perturbot.tables import METRICS_COLUMNS, aggregate_metrics  # noqa: F401
-from perturbot.models.base import PerturbationModel, json_default
+from perturbot.atomic import json_default
+from perturbot.models.base import (  # noqa: F401  (PredictionError: re-exported)
+    PerturbationModel,
+    PredictionError,
+    check_prediction,
+    known_perturbations,
+)
 from perturbot.training import live_history, set_threads
 
 
@@ -109,35 +114,6 @@ def write_history(model: PerturbationModel, path: Path) -> None:
     history = getattr(model, "history_", None)
     frame = history if isinstance(history, pd.DataFrame) and not history.empty else pd.DataFrame(columns=["iteration"])
     write_csv(frame, path, index=False)
-
-
-def known_perturbations(model: PerturbationModel) -> list[str]:
-    """Perturbations a model can predict; one entry (or none) for a model fitted on one perturbation."""
-    names = getattr(model, "perturbations_", None)
-    return [] if names is None else [str(n) for n in names]
-
-
-class PredictionError(ClearError, ValueError):
-    """A model returned cells that cannot be scored."""
-
-    kind = "Prediction error"
-
-
-def check_prediction(predicted: np.ndarray, run: str, perturbation: str | None) -> None:
-    """Refuse a prediction with NaN or infinite values, naming the run and the perturbation.
-
-    Its metrics would be NaN, and a comparison that left them out would make
-    the model look better for having failed.
-    """
-    bad = ~np.isfinite(predicted)
-    if bad.any():
-        cells = int(bad.reshape(len(predicted), -1).any(1).sum())
-        name = repr(perturbation) if perturbation else "(the one it learned)"
-        raise PredictionError(
-            f"{run}: the prediction for perturbation {name} has {int(bad.sum())} NaN or infinite "
-            f"value(s), in {cells} of {len(predicted)} cells; the model failed on it (e.g. training diverged), "
-            f"and its metrics would be undefined. Look at its training history, then retrain or remove the run"
-        )
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,7 @@ def fit_arrays(source: Any, targets: Mapping[str, Any]) -> dict[str, Any]:
 
 def _plain(value: Any) -> Any:
     """A hyper-parameter as JSON would hold it (tuples as lists, numpy scalars as numbers)."""
-    from perturbot.models.base import json_default
+    from perturbot.atomic import json_default
 
     return json.loads(json.dumps(value, sort_keys=True, default=json_default))
 

@@ -17,7 +17,7 @@ from scipy import sparse
 
 from perturbot.atomic import atomic_path
 from perturbot.errors import DataError
-from perturbot.experiment import check_prediction, known_perturbations
+from perturbot.models.base import check_prediction, known_perturbations
 from perturbot.latent import load_model
 from perturbot.preprocessing import normalize_log1p
 

@@ -20,7 +20,8 @@ import pandas as pd
 import torch
 from safetensors.torch import load_file, save_file
 
-from perturbot.atomic import atomic_path, write_json
+from perturbot.atomic import atomic_path, json_default, write_json
+from perturbot.errors import ClearError
 from perturbot.params import Interval, validate_params
 
 MODEL_JSON = "model.json"
@@ -269,13 +270,30 @@ class PerturbationModel:
         return model
 
 
-def json_default(obj: Any) -> Any:
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (np.floating,)):
-        return float(obj)
-    if isinstance(obj, (np.ndarray,)):
-        return obj.tolist()
-    if isinstance(obj, tuple):
-        return list(obj)
-    raise TypeError(f"cannot serialise {type(obj).__name__} to JSON")
+def known_perturbations(model: PerturbationModel) -> list[str]:
+    """Perturbations a model can predict; one entry (or none) for a model fitted on one perturbation."""
+    names = getattr(model, "perturbations_", None)
+    return [] if names is None else [str(n) for n in names]
+
+
+class PredictionError(ClearError, ValueError):
+    """A model returned cells that cannot be scored."""
+
+    kind = "Prediction error"
+
+
+def check_prediction(predicted: np.ndarray, run: str, perturbation: str | None) -> None:
+    """Refuse a prediction with NaN or infinite values, naming the run and the perturbation.
+
+    Its metrics would be NaN, and a comparison that left them out would make
+    the model look better for having failed.
+    """
+    bad = ~np.isfinite(predicted)
+    if bad.any():
+        cells = int(bad.reshape(len(predicted), -1).any(1).sum())
+        name = repr(perturbation) if perturbation else "(the one it learned)"
+        raise PredictionError(
+            f"{run}: the prediction for perturbation {name} has {int(bad.sum())} NaN or infinite "
+            f"value(s), in {cells} of {len(predicted)} cells; the model failed on it (e.g. training diverged), "
+            f"and its metrics would be undefined. Look at its training history, then retrain or remove the run"
+        )
