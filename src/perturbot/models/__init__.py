@@ -5,16 +5,14 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING
 
+from perturbot.models.declarations import TAGS
+
 if TYPE_CHECKING:
     from perturbot.models.base import NotFittedError, PerturbationModel
 
 
 def __getattr__(name: str):
     """The base classes load on first use: the planning layer (perturbot.config) reads this registry without torch."""
-    if name == "TAGS":
-        from perturbot.models.declarations import TAGS
-
-        return TAGS
     if name in ("NotFittedError", "PerturbationModel"):
         from perturbot.models import base
 
@@ -34,8 +32,6 @@ _REGISTRY: dict[str, str] = {
     "popalign": "perturbot.models.popalign:PopAlign",
     "otfm": "perturbot.models.otfm:OTFlowMatching",
 }
-
-
 
 #: Names registered by :func:`register` in this process (their declarations are read from the class).
 _REGISTERED_AT_RUN_TIME: set[str] = set()
