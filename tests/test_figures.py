@@ -226,16 +226,27 @@ DRAWN = DRUG_NAMES[0]  # figures.perturbations: one UMAP only, to keep the run s
 
 
 def per_experiment_figures(root: Path) -> list[Path]:
-    names = ["mmd_boxplot", "marginals", "clustergram_cellot", "vector_field_cellot", f"umap_{DRAWN}"]
+    names = ["mmd_boxplot", "marginals", f"umap_{DRAWN}"]
+    names += [f"{figure}_{run}" for figure in ("clustergram", "vector_field") for run in OT_RUNS]
     return [root / "results" / EXP / "figures" / f"{n}.pdf" for n in names]
+
+
+#: Two seeds: runs are <label>.seed<k>, each OT run has its own clustergram and vector field.
+OT_RUNS = [f"{model}.seed{seed}" for model in ("cellot", "w1ot") for seed in (0, 1)]
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
+    """One run for every figure test: all figure rules, two seeds, CellOT and W1-OT trained jointly."""
     root = tmp_path_factory.mktemp("figures")
     config = small_features_config(
-        models=["identity", "observed", "scgen", "cellot"],
-        model_params={"cellot": {"n_iters": 60, "eval_every": 30, "hidden_units": [16, 16]}},
+        models=["identity", "observed", "scgen", "cellot", "w1ot"],
+        seeds=[0, 1],
+        joint_training=True,
+        model_params={
+            "cellot": {"n_iters": 60, "eval_every": 30, "hidden_units": [16, 16]},
+            "w1ot": {"n_iters_potential": 20, "n_iters_step": 20, "eval_every": 10, "batch_size": 32},
+        },
         autoencoder={"n_iters": 100, "eval_every": 50, "hidden_units": [32], "latent_dim": 4},
         figures={"umap_max_cells": 60, "perturbations": [DRAWN]},
     )
@@ -266,9 +277,25 @@ def test_every_figure_is_built_with_its_preview(tiny_run):
 
 
 @pytest.mark.slow
+def test_every_figure_of_an_experiment_with_seeds(tiny_run):
+    # runs are <label>.seed<k>; predictions, and so the UMAPs and box plots, carry the label
+    root, _ = tiny_run
+    figures = root / "results" / EXP / "figures"
+    names = {p.rsplit("/", 1)[-1] for p in (figures / "index.txt").read_text().split()}
+    expected = {f"{figure}_{run}.pdf" for figure in ("clustergram", "vector_field") for run in OT_RUNS}
+    assert {"mmd_boxplot.pdf", "marginals.pdf", f"umap_{DRAWN}.pdf"} | expected <= names
+    assert not any(n.startswith(("clustergram_identity", "clustergram_scgen")) for n in names)  # OT runs only
+    for name in names:
+        assert (figures / name).stat().st_size > 0, name
+    metrics = pd.read_csv(root / "results" / EXP / "metrics.csv")
+    assert set(metrics["seed"]) == {0, 1}
+    assert set(metrics["model"]) == {"identity", "observed", "scgen", "cellot", "w1ot"}
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "figure, rule",
-    [("mmd_boxplot", "figure_mmd_boxplot"), ("clustergram_cellot", "figure_clustergram")],
+    [("mmd_boxplot", "figure_mmd_boxplot"), ("clustergram_cellot.seed1", "figure_clustergram")],
 )
 def test_one_figure_rebuilds_alone(tiny_run, figure, rule):
     root, config = tiny_run

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 def trained(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("wf")
     config = small_counts_config(["identity", "observed", "scgen"])
-    run_workflow(workdir, config, "--cores", "2")
+    run_workflow(workdir, config, f"{MODEL_DIR}/model.json", "--cores", "2")  # the model alone: what these tests read
     return workdir
 
 
