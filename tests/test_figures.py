@@ -270,7 +270,7 @@ def test_every_figure_is_built_with_its_preview(tiny_run):
         # TrueType fonts embedded (type 42), not referenced
         assert b"/FontFile2" in pdf.read_bytes(), pdf
     jobs = pd.read_csv(root / "results/figures/job_resources.csv")
-    assert {"cellot", "scgen", "autoencoder", "identity"} <= set(jobs["model"])
+    assert {"cellot.seed0", "w1ot.seed1", "scgen.seed0", "autoencoder", "identity.seed1"} <= set(jobs["model"])
     assert (jobs["wall_s"] > 0).all() and (jobs["max_rss_mb"] > 0).all()
     states = pd.read_csv(root / f"results/{EXP}/cell_states/all.csv")
     assert states["state"].str.match(r"S\d+$").all()

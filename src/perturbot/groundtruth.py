@@ -50,7 +50,15 @@ class _ICNN:
     w: torch.Tensor
 
     @classmethod
-    def random(cls, d: int, gen: torch.Generator, sharpness: float, cells: torch.Tensor) -> "_ICNN":
+    def random(
+        cls,
+        d: int,
+        gen: torch.Generator,
+        sharpness: float,
+        cells: torch.Tensor,
+        hidden: tuple[int, ...] = HIDDEN,
+        rank: int = RANK,
+    ) -> "_ICNN":
         """Random weights; each unit's bias centres its pre-activation on ``cells``, so that every
         unit bends (CELU's kink) inside the population rather than acting affinely on all of it."""
 
@@ -58,13 +66,13 @@ class _ICNN:
             return torch.randn(*shape, generator=gen, dtype=torch.float64) * scale
 
         spread = float(cells.std(0).mean())
-        A = [normal(h, d, scale=sharpness / (np.sqrt(d) * spread)) for h in HIDDEN]
-        U = [normal(h, RANK, d, scale=np.sqrt(sharpness / RANK) / (np.sqrt(d) * spread)) for h in HIDDEN]
-        W = [normal(o, i).abs() * 2 / i for i, o in zip(HIDDEN[:-1], HIDDEN[1:])]
-        w = torch.rand(HIDDEN[-1], generator=gen, dtype=torch.float64) * 2 / HIDDEN[-1]
-        net = cls(A, [torch.zeros(h, dtype=torch.float64) for h in HIDDEN], U, W, w)
+        A = [normal(h, d, scale=sharpness / (np.sqrt(d) * spread)) for h in hidden]
+        U = [normal(h, rank, d, scale=np.sqrt(sharpness / rank) / (np.sqrt(d) * spread)) for h in hidden]
+        W = [normal(o, i).abs() * 2 / i for i, o in zip(hidden[:-1], hidden[1:])]
+        w = torch.rand(hidden[-1], generator=gen, dtype=torch.float64) * 2 / hidden[-1]
+        net = cls(A, [torch.zeros(h, dtype=torch.float64) for h in hidden], U, W, w)
         z = None
-        for layer in range(len(HIDDEN)):  # centre layer by layer: later layers see centred inputs
+        for layer in range(len(hidden)):  # centre layer by layer: later layers see centred inputs
             pre = net._skip(layer, cells) + (0 if z is None else z @ net.W[layer - 1].T)
             net.b[layer] = -pre.median(0).values
             z = F.celu(pre + net.b[layer])
