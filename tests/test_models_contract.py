@@ -58,3 +58,17 @@ def test_one_error_for_a_perturbation_not_named_or_not_trained(name, populations
     with pytest.raises(PerturbationError, match="unknown perturbation 'c'; known: a, b"):
         model.transport(source, perturbation="c")
     assert issubclass(PerturbationError, KeyError) and issubclass(PerturbationError, ValueError)
+
+
+def test_every_class_declares_its_registry_name_and_lookup_changes_nothing():
+    for name in models.available():
+        cls = models.get(name)
+        assert cls.name == name and models.name_of(cls) == name
+    # a class registered at run time without a name keeps none: get() reads, never writes
+    models.register("identity_alias", "perturbot.models.simple:Identity")
+    try:
+        assert models.get("identity_alias").name == "identity"
+        assert models.get("identity").name == "identity"
+    finally:
+        models._REGISTRY.pop("identity_alias")
+        models._REGISTERED_AT_RUN_TIME.discard("identity_alias")

@@ -69,9 +69,7 @@ def get(name: str) -> type[PerturbationModel]:
     if name not in _REGISTRY:
         raise KeyError(f"unknown model {name!r}; available models: {', '.join(available())}")
     module, cls_name = _REGISTRY[name].split(":")
-    cls = getattr(import_module(module), cls_name)
-    cls.name = name
-    return cls
+    return getattr(import_module(module), cls_name)
 
 
 __all__ = ["TAGS", "NotFittedError", "PerturbationModel", "available", "get", "name_of", "register", "tags"]

@@ -87,7 +87,8 @@ class PerturbationModel:
     ``_get_state``/``_set_state`` (JSON-serialisable).
     """
 
-    #: Registry name, set by :func:`perturbot.models.get`.
+    #: Registry name, declared by each model class (a class registered at run time may leave it empty:
+    #: its registry name is then found by :func:`perturbot.models.name_of`). ``get`` only reads it.
     name: str = ""
     #: Whether ``fit_many`` trains several perturbations jointly: ``joint_training: true`` then trains a run
     #: in one job, and so does ``auto`` above ``joint_training_threshold`` for a model without ``cheap_fit``.
@@ -258,8 +259,9 @@ class PerturbationModel:
         directory = Path(directory)
         meta = read_model_json(directory)
         target_cls = cls
-        if cls is PerturbationModel or cls.name != meta["model"]:
-            from perturbot.models import get
+        from perturbot.models import get, name_of
+
+        if cls is PerturbationModel or (cls.name or name_of(cls)) != meta["model"]:
 
             target_cls = get(meta["model"])
         model = target_cls(**meta["params"])

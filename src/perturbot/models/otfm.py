@@ -46,6 +46,7 @@ class OTFlowMatching(PerturbationModel):
     ``scale_`` (input standardisation), ``history_``, ``val_score_`` (the
     validation ``criterion`` per perturbation, of the kept weights) and ``fit_seconds_``.
     """
+    name = "otfm"
     is_ot = True
     is_neural = True
     default_space = "latent"

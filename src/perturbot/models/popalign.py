@@ -87,6 +87,7 @@ class PopAlign(PerturbationModel):
 
     ``device`` is unused (numpy); ``seed`` seeds the validation split and the mixtures' initialisation.
     """
+    name = "popalign"
     role = "baseline"
     default_space = "latent"
     cheap_fit = True  # a few mixtures, fitted by EM in seconds

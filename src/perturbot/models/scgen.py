@@ -21,6 +21,7 @@ from perturbot.models.base import PerturbationModel, fit_inputs
 
 class ScGen(PerturbationModel):
     """Mean-shift model; closed form, so ``seed``, ``device`` and ``checkpoint`` are unused."""
+    name = "scgen"
     role = "baseline"
     default_space = "latent_only"
     cheap_fit = True

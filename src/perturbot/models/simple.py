@@ -9,6 +9,7 @@ from perturbot.models.base import PerturbationModel, as_float_array
 
 class Identity(PerturbationModel):
     """Predicts no effect: the control cells are returned unchanged (upper bound on error)."""
+    name = "identity"
     role = "bound"
     copies_input = True
     cheap_fit = True  # learns nothing (Observed: stores its cells)
@@ -35,6 +36,7 @@ class Observed(Identity):
     input) when it has more. Repeated cells would inflate the within-sample term
     of the biased MMD and put the "lower bound" above a perfect model.
     """
+    name = "observed"
     copies_input = False
     needs_reference_cells = True
 

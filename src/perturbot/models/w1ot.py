@@ -63,6 +63,7 @@ class W1OT(PerturbationModel):
     ``criterion`` of the kept eta, per perturbation), and
     ``fit_seconds_`` (wall and process CPU time of each stage, validation included).
     """
+    name = "w1ot"
     is_ot = True
     is_neural = True
     default_space = "latent"
