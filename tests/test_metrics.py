@@ -207,3 +207,18 @@ def test_score_is_pure_and_restricts_draws_columns_and_truth():
     control = predicted / 2.0  # every prediction is twice its control: log2 fold change 1 on each feature
     logfc = {r["metric"]: r["value"] for r in metrics.score(predicted, observed, logfc=(control, np.array([0, 2]), 1.0))}
     assert logfc["logfc_mae"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_every_metric_computed_is_declared_once():
+    from perturbot import metric_specs, statistics
+    from perturbot.plotting import scores
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(30, 4)), rng.normal(size=(30, 4)) + 1
+    computed = set(metrics.all_metrics(x, y, truth=y))
+    assert computed | {"logfc_mae"} == set(metric_specs.METRICS)
+    # statistics and figures read the declarations, not copies of them
+    assert statistics.TESTED_METRICS == ("mmd", "mmd_unbiased", "edistance", "l2_means", "r2_means")
+    assert statistics.HIGHER_IS_BETTER == {"r2_means", "r_means"}
+    assert scores.METRIC_LABELS["gt_rmse"] == metric_specs.label("gt_rmse") == "RMSE to true response"
+    assert metric_specs.label("my_metric") == "my_metric"

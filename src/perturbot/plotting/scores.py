@@ -9,18 +9,11 @@ from matplotlib import pyplot as plt
 from matplotlib.ticker import FormatStrFormatter, LogLocator, NullLocator
 
 from perturbot.plotting.style import Kinds, display_name, is_bound, is_ot, model_color, model_order, tag
-from perturbot.statistics import HIGHER_IS_BETTER, unit_means
+from perturbot.metric_specs import HIGHER_IS_BETTER, METRICS
+from perturbot.statistics import unit_means
 
-METRIC_LABELS = {
-    "mmd": "MMD² (RBF)",
-    "mmd_unbiased": "MMD² (RBF, unbiased)",
-    "edistance": "Energy distance",
-    "l2_means": "L2 distance of means",
-    "r2_means": "R² of means",
-    "r_means": "Pearson r of means",
-    "gt_rmse": "RMSE to true response",
-}
-LOG_METRICS = {"mmd", "edistance", "l2_means", "gt_rmse"}
+METRIC_LABELS = {name: metric.label for name, metric in METRICS.items()}
+LOG_METRICS = {name for name, metric in METRICS.items() if metric.log_scale}
 #: What a panel says instead of stars when no test of it can reach p < 0.05.
 TOO_FEW = "n too small for a test"
 FIGURE_TEST_COLUMNS = ["ot", "baseline", "p", "stars", "better", "testable"]
