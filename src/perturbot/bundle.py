@@ -17,6 +17,11 @@ Saved layout::
     directory/model.json             {"model": "bundle", "members": {"<perturbation>": "<slug>", ...}, ...}
     directory/members/<slug>/        that perturbation's model (PerturbationModel.save)
 
+Members are registered models: a bundle of latent-space models sits inside its
+:class:`perturbot.latent.LatentModel`, which keeps one autoencoder for all of
+them. So this module needs nothing of :mod:`perturbot.latent`, whose
+``load_model`` reads bundles.
+
 Members are read when first used, so predicting one perturbation of a bundle of
 a thousand reads one of them.
 """
@@ -74,9 +79,7 @@ class PerturbationBundle(PerturbationModel):
         """The model fitted on ``perturbation`` (``None``: the only one), read from disk on first use."""
         name = self.perturbations_[self._perturbation_index(perturbation)]
         if name not in self.members_:
-            from perturbot.latent import load_model
-
-            self.members_[name] = load_model(self._paths[name])
+            self.members_[name] = PerturbationModel.load(self._paths[name])
         return self.members_[name]
 
     def transport(self, x: Any, perturbation: str | None = None) -> np.ndarray:
