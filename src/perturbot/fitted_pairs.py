@@ -12,11 +12,12 @@ target modes demand. This module builds such pairs from that description:
 3. psi(x) = a/2 |x|^2 + ICNN(x), the ICNN of :mod:`.groundtruth` (quadratic
    skip layers, CELU, non-negative ``W`` and output weights: convex), with
    hidden widths ``max(2D, 64), max(2D, 64), max(D, 32)`` (the benchmark's);
-4. psi is fitted by minibatch-OT regression: each step pairs a batch of control
-   cells with a batch of reference cells by the exact assignment of least
-   squared distance (:func:`perturbot.training.assignment`, OT-FM's pairing)
-   and moves ``grad psi(x)`` towards the paired cells; ``W`` and the output
-   weights are clipped at zero after every step, so psi stays convex;
+4. psi is fitted so that its push-forward matches the reference: each step pairs
+   ``grad psi(x)`` of a batch of control cells with a batch of reference cells by
+   the exact assignment of least squared distance
+   (:func:`perturbot.training.assignment`, OT-FM's pairing) and moves each
+   ``grad psi(x)`` towards its partner; ``W`` and the output weights are clipped
+   at zero after every step, so psi stays convex;
 5. the perturbed population is then *defined* as the push-forward of the
    control cells by ``grad psi``: by Brenier's theorem ``grad psi`` is the
    W2-optimal map between them, however closely it matches the reference
@@ -37,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from perturbot.groundtruth import ConvexPair, _ICNN, _random_factor, convexity_violation
+from perturbot.groundtruth import ConvexPair, _ICNN, _random_factor, convexity_violation, sample_mixture
 from perturbot.training import assignment
 
 #: Where fitted potentials are cached (git-ignored); one file per (D, seed, settings).
@@ -61,9 +62,7 @@ class _Mixture:
         self.factors = np.stack([_random_factor(rng, d) * rng.uniform(*scale) for _ in range(k)])
 
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
-        component = rng.integers(0, len(self.means), n)
-        z = rng.normal(size=(n, self.means.shape[1]))
-        return self.means[component] + np.einsum("nij,nj->ni", self.factors[component], z)
+        return sample_mixture(self.means, self.factors, n, rng)
 
 
 def _trainable(net: _ICNN) -> list[torch.Tensor]:
@@ -167,14 +166,7 @@ def fitted_pair(
     rng = np.random.default_rng([seed, 1])
     pair = ConvexPair(d, seed, *(np.empty((0, d)) for _ in range(4)), [net], QUADRATIC, np.zeros(d), 1.0,
                       means, factors)
-    calibration = pair.true_map(pair.sample_source(20_000, rng))
-    pair.shift = calibration.mean(0)
-    pair.scale = float(np.sqrt(calibration.var(0).mean()))
-    pair.source = pair.sample_source(n, rng).astype(np.float32)
-    pair.target = pair.true_map(pair.sample_source(n, rng)).astype(np.float32)
-    pair.test = pair.sample_source(n_test, rng).astype(np.float32)
-    pair.test_image = pair.true_map(pair.test.astype(np.float64))
-    return pair
+    return pair.draw(n, n_test, rng)
 
 
 def main(argv: list[str] | None = None) -> None:

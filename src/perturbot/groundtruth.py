@@ -151,10 +151,22 @@ class ConvexPair:
 
     def sample_source(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """n control cells: a 3-component Gaussian mixture with random covariances."""
-        component = rng.integers(0, len(self.means), n)
-        z = rng.normal(size=(n, self.d))
-        x = self.means[component] + np.einsum("nij,nj->ni", self.factors[component], z)
-        return x
+        return sample_mixture(self.means, self.factors, n, rng)
+
+    def draw(self, n: int, n_test: int, rng: np.random.Generator) -> "ConvexPair":
+        """Set the standardisation and draw the cells, once the potentials are in place (in place).
+
+        One shift and one scale from a calibration draw, so that the target's mean feature
+        variance is 1; then ``n`` cells a side and ``n_test`` test cells with their true images.
+        """
+        calibration = self.true_map(self.sample_source(20_000, rng))
+        self.shift = calibration.mean(0)
+        self.scale = float(np.sqrt(calibration.var(0).mean()))
+        self.source = self.sample_source(n, rng).astype(np.float32)
+        self.target = self.true_map(self.sample_source(n, rng)).astype(np.float32)
+        self.test = self.sample_source(n_test, rng).astype(np.float32)
+        self.test_image = self.true_map(self.test.astype(np.float64))
+        return self
 
     @property
     def target_variance(self) -> float:
@@ -194,15 +206,14 @@ def make_pair(
     pair = ConvexPair(d, seed, *(np.empty((0, d)) for _ in range(4)), [], quadratic, np.zeros(d), 1.0, means, factors)
     cells = torch.as_tensor(pair.sample_source(5_000, rng))
     pair.potentials = [_ICNN.random(d, gen, sharpness, cells), _SmoothMaxAffine.random(d, gen, cells, pieces, width)]
-    # one shift and one scale from a calibration draw, so the target's mean feature variance is 1
-    calibration = pair.true_map(pair.sample_source(20_000, rng))
-    pair.shift = calibration.mean(0)
-    pair.scale = float(np.sqrt(calibration.var(0).mean()))
-    pair.source = pair.sample_source(n, rng).astype(np.float32)
-    pair.target = pair.true_map(pair.sample_source(n, rng)).astype(np.float32)
-    pair.test = pair.sample_source(n_test, rng).astype(np.float32)
-    pair.test_image = pair.true_map(pair.test.astype(np.float64))
-    return pair
+    return pair.draw(n, n_test, rng)
+
+
+def sample_mixture(means: np.ndarray, factors: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """n cells of the equal-weight Gaussian mixture with these means (k, d) and covariance square roots (k, d, d)."""
+    component = rng.integers(0, len(means), n)
+    z = rng.normal(size=(n, means.shape[1]))
+    return means[component] + np.einsum("nij,nj->ni", factors[component], z)
 
 
 def _random_factor(rng: np.random.Generator, d: int) -> np.ndarray:
