@@ -26,10 +26,9 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from perturbot.groundtruth import make_pair
+from perturbot.groundtruth import holdout_split, make_pair, rmse
 from perturbot.models.cellot import CellOT
 from perturbot.models.gaussian_ot import GaussianOT
 from perturbot.models.otfm import OTFlowMatching
@@ -58,37 +57,15 @@ ROWS: dict[str, tuple[type | None, dict]] = {
 
 def suite_split(d: int, n: int, n_test: int, seed: int = 0) -> dict:
     """Training cells from components 0 and 1 of the pair's control mixture; i.i.d. and o.o.d. (component 2) tests."""
-    pair = make_pair(d, n=200, n_test=200, seed=seed)
-    rng = np.random.default_rng(seed + 100)
-
-    def draw(k: int, components: list[int]) -> np.ndarray:
-        out: list[np.ndarray] = []
-        while sum(len(o) for o in out) < k:
-            component = rng.integers(0, len(pair.means), 4 * k)
-            z = rng.normal(size=(len(component), d))
-            x = pair.means[component] + np.einsum("nij,nj->ni", pair.factors[component], z)
-            out.append(x[np.isin(component, components)])
-        return np.concatenate(out)[:k]
-
-    seen = [0, 1]
-    source = draw(n, seen).astype(np.float32)  # drawn in this order: the docs' table is reproducible
-    target = pair.true_map(draw(n, seen)).astype(np.float32)
-    iid, ood = draw(n_test, seen), draw(n_test, [2])
-    return {
-        "source": source,
-        "target": target,
-        "tests": {"iid": (iid.astype(np.float32), pair.true_map(iid)), "ood": (ood.astype(np.float32), pair.true_map(ood))},
-    }
+    split = holdout_split(make_pair(d, n=200, n_test=200, seed=seed), n, n_test, seed)
+    return {"source": split.source, "target": split.target,
+            "tests": {"iid": split.tests["iid"], "ood": split.tests["component"]}}
 
 
 def features_split() -> dict:
     d = features_data(1)
     name = next(iter(d["targets"]))
     return {"source": d["source"], "target": d["targets"][name], "tests": {"iid": (d["test"], d["truth"][name])}}
-
-
-def rmse(predicted: np.ndarray, truth: np.ndarray) -> float:
-    return float(np.sqrt(np.square(np.asarray(predicted, np.float64) - truth).sum(1).mean()))
 
 
 def score(row: str, split: dict, seed: int = 0) -> tuple[dict[str, float], float]:

@@ -18,7 +18,15 @@ reported on the standard benchmark of this construction) for comparison.
 CellOT run (every ``eval_every`` iterations), the Spearman rank correlation
 between each validation score and the test L2-UVP.
 
-Usage: ``python benchmarks/bench_suite.py [--dims 2 4 8] [--rows cellot otfm] [--n 20000]``.
+``--ood`` trains on two of the control mixture's three components and scores
+three tests side by side (:func:`perturbot.groundtruth.holdout_split`): fresh
+cells of those components (i.i.d.), cells of the component held out, and a
+copy of the trained population shifted by two standard deviations; L2-UVP
+(normalised by each test's own image variance), its ratio to the Gaussian map,
+and the per-cell RMSE against the true images. ``--n`` takes several sizes
+(500, 2,000 and 20,000 cells a side: real perturbations have 300 to 3,000).
+
+Usage: ``python benchmarks/bench_suite.py [--dims 2 4 8] [--rows cellot otfm] [--n 500 2000 20000] [--ood]``.
 """
 
 from __future__ import annotations
@@ -79,7 +87,8 @@ def iterations_run(model) -> str:
     return ""
 
 
-def score_row(name: str, pair: groundtruth.ConvexPair, seed: int = 0) -> dict:
+def fit_row(name: str, source: np.ndarray, target: np.ndarray, seed: int = 0):
+    """The row's model fitted on CPU, with its wall seconds."""
     registry, params = ROWS[name]
     cls = models.get(registry)
     kwargs = {"seed": seed, **params}
@@ -87,35 +96,77 @@ def score_row(name: str, pair: groundtruth.ConvexPair, seed: int = 0) -> dict:
         kwargs["device"] = "cpu"
     model = cls(**kwargs)
     start = time.perf_counter()
-    model.fit(pair.source, pair.target)
-    seconds = time.perf_counter() - start
+    model.fit(source, target)
+    return model, time.perf_counter() - start
+
+
+def score_row(name: str, pair: groundtruth.ConvexPair, seed: int = 0) -> dict:
+    model, seconds = fit_row(name, pair.source, pair.target, seed)
     predicted = model.transport(pair.test)
     return {"row": name, "d": pair.d, "l2_uvp": pair.l2_uvp(predicted), "cosine": pair.cosine(predicted),
             "seconds": seconds, "iterations": iterations_run(model)}
+
+
+def score_split(name: str, split: groundtruth.HoldoutSplit, seed: int = 0) -> dict:
+    """L2-UVP (% of each test's own image variance) and per-cell RMSE of one fit on every test of ``split``."""
+    model, seconds = fit_row(name, split.source, split.target, seed)
+    scores: dict = {"row": name, "seconds": seconds, "iterations": iterations_run(model)}
+    for test, (cells, truth) in split.tests.items():
+        predicted = model.transport(cells)
+        scores[test] = groundtruth.l2_uvp(predicted, truth, float(truth.var(0).sum()))
+        scores[f"{test}_rmse"] = groundtruth.rmse(predicted, truth)
+    return scores
 
 
 #: The two families of pairs: random convex potentials, and potentials fitted to a 10-mixture (field-like).
 FAMILIES = {"random": groundtruth.make_pair, "fitted": fitted_pairs.fitted_pair}
 
 
-def suite(rows: list[str], dims: list[int], n: int, out=print, family: str = "random") -> list[dict]:
-    out(f"# suite, {family} family: {n} cells per side, 4,000 test cells, pair seed 0, model seed 0, "
-        f"{torch.get_num_threads()} torch threads, {_load()}\n")
-    header = ("| D | model | L2-UVP % | / Gaussian map | / published | cosine | s / fit | iterations "
+def suite(rows: list[str], dims: list[int], sizes: list[int], out=print, family: str = "random") -> list[dict]:
+    out(f"# suite, {family} family: {', '.join(map(str, sizes))} cells per side, 4,000 test cells, pair seed 0, "
+        f"model seed 0, {torch.get_num_threads()} torch threads, {_load()}\n")
+    header = ("| D | n | model | L2-UVP % | / Gaussian map | / published | cosine | s / fit | iterations "
               "| published (ICNN minimax) |")
     out(header)
-    out("|---" * 9 + "|")
+    out("|---" * 10 + "|")
     results = []
     for d in dims:
-        pair = FAMILIES[family](d, n=n)
-        gaussian = score_row("gaussian_ot", pair)["l2_uvp"]
-        for name in rows:
-            r = score_row(name, pair)
-            results.append({**r, "family": family})
-            published = PUBLISHED.get(d)
-            ratio = "" if published is None else f"{r['l2_uvp'] / published:.1f}"
-            out(f"| {d} | {name} | {r['l2_uvp']:.2f} | {r['l2_uvp'] / gaussian:.2f} | {ratio} | {r['cosine']:.3f} | "
-                f"{r['seconds']:.1f} | {r['iterations']} | {'' if published is None else published} |")
+        for n in sizes:
+            pair = FAMILIES[family](d, n=n)
+            gaussian = score_row("gaussian_ot", pair)["l2_uvp"]
+            for name in rows:
+                r = score_row(name, pair)
+                results.append({**r, "family": family, "n": n})
+                published = PUBLISHED.get(d)
+                ratio = "" if published is None else f"{r['l2_uvp'] / published:.1f}"
+                out(f"| {d} | {n} | {name} | {r['l2_uvp']:.2f} | {r['l2_uvp'] / gaussian:.2f} | {ratio} | "
+                    f"{r['cosine']:.3f} | {r['seconds']:.1f} | {r['iterations']} | {'' if published is None else published} |")
+    out(f"\n# {_load()}")
+    return results
+
+
+def ood_suite(rows: list[str], dims: list[int], sizes: list[int], out=print, family: str = "random") -> list[dict]:
+    """Every row trained on two of three mixture components, scored i.i.d., on the third and on a shifted copy."""
+    tests = ("iid", "component", "shift")
+    out(f"# suite in and out of distribution, {family} family: trained on 2 of the 3 control components, "
+        f"{', '.join(map(str, sizes))} cells per side; tests of 2,000 cells: i.i.d., the held-out component, "
+        f"the trained population shifted by {groundtruth.SHIFT_SDS:g} standard deviations; pair seed 0, model seed 0, "
+        f"{torch.get_num_threads()} torch threads, {_load()}\n")
+    out("| D | n | model | i.i.d. L2-UVP % (/ Gaussian) | held-out component | shifted copy "
+        "| i.i.d. RMSE | component RMSE | shift RMSE | s / fit | iterations |")
+    out("|---" * 11 + "|")
+    results = []
+    for d in dims:
+        pair = FAMILIES[family](d, n=2, n_test=2)  # the truth only; the split draws the cells
+        for n in sizes:
+            split = groundtruth.holdout_split(pair, n, 2_000)
+            gaussian = score_split("gaussian_ot", split)
+            for name in rows:
+                r = gaussian if name == "gaussian_ot" else score_split(name, split)
+                results.append({**r, "d": d, "n": n, "family": family})
+                cells = " | ".join(f"{r[t]:.2f} ({r[t] / gaussian[t]:.2f})" for t in tests)
+                rmses = " | ".join(f"{r[t + '_rmse']:.3f}" for t in tests)
+                out(f"| {d} | {n} | {name} | {cells} | {rmses} | {r['seconds']:.1f} | {r['iterations']} |")
     out(f"\n# {_load()}")
     return results
 
@@ -176,28 +227,37 @@ def criterion_table(dims: list[int], n: int, iters: int, out=print) -> None:
 
 
 def main(quick: bool = False) -> None:
-    """``make bench`` entry: the suite (``--quick``: D = 2, 8, 32 with 5,000 cells)."""
+    """``make bench`` entry: the suite of both families, then in and out of distribution at real cell counts
+    (``--quick``: D = 2, 8, 32 with 5,000 cells, and 500 cells a side out of distribution)."""
     torch.set_num_threads(2)
     for family in FAMILIES:
         if quick:
-            suite(DEFAULT_ROWS, [2, 8, 32], 5_000, family=family)
+            suite(DEFAULT_ROWS, [2, 8, 32], [5_000], family=family)
         else:
-            suite(DEFAULT_ROWS, list(DIMS), 20_000, family=family)
+            suite(DEFAULT_ROWS, list(DIMS), [20_000], family=family)
+    if quick:
+        ood_suite(DEFAULT_ROWS, [2, 8, 32], [500])
+    else:
+        ood_suite(DEFAULT_ROWS, [2, 8, 32, 64], [500, 2_000, 20_000])
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dims", type=int, nargs="+", default=list(DIMS))
     parser.add_argument("--rows", nargs="+", default=DEFAULT_ROWS, choices=list(ROWS))
-    parser.add_argument("--n", type=int, default=20_000, help="training cells per side")
+    parser.add_argument("--n", type=int, nargs="+", default=[20_000], help="training cells per side (several: one table)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--family", choices=list(FAMILIES), default="random",
                         help="random convex potentials, or potentials fitted to a 10-mixture (field-like)")
+    parser.add_argument("--ood", action="store_true",
+                        help="train on 2 of 3 control components; i.i.d., held-out component and shifted tests")
     parser.add_argument("--criterion", action="store_true", help="the model-selection table instead of the suite")
     parser.add_argument("--iters", type=int, default=3000, help="iterations of the --criterion run")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.criterion:
-        criterion_table(args.dims, args.n, args.iters)
+        criterion_table(args.dims, args.n[0], args.iters)
+    elif args.ood:
+        ood_suite(args.rows, args.dims, args.n, family=args.family)
     else:
         suite(args.rows, args.dims, args.n, family=args.family)

@@ -70,3 +70,65 @@ def test_the_w2_criterion_ranks_a_better_map_above_a_worse_one_in_64_dimensions(
     halfway = (pair.test_image + gaussian) / 2  # half the Gaussian map's per-cell error, a quarter its L2-UVP
     scores = [score(torch.from_numpy(np.asarray(m, np.float32))) for m in (pair.test_image, halfway, gaussian)]
     assert scores[0] < scores[1] < scores[2]
+
+
+def _affine_pair(d: int = 4, seed: int = 0) -> groundtruth.ConvexPair:
+    """A pair whose true map is affine, x -> M x + c (the potential is a quadratic): any W2 map extrapolates it."""
+    rng = np.random.default_rng(seed)
+    means = rng.normal(size=(3, d)) * 4.0 / np.sqrt(d)
+    factors = np.stack([groundtruth._random_factor(rng, d) for _ in range(3)])
+    matrix = torch.as_tensor(groundtruth._random_factor(rng, d))  # symmetric, eigenvalues in [0.5, 1.5]
+    offset = torch.as_tensor(rng.normal(size=d))
+
+    def quadratic(x: torch.Tensor) -> torch.Tensor:
+        return 0.5 * ((x @ matrix) * x).sum(-1) + x @ offset
+
+    empty = np.empty((0, d))
+    pair = groundtruth.ConvexPair(d, seed, empty, empty, empty, empty, [quadratic], 0.0, np.zeros(d), 1.0,
+                                  means, factors)
+    pair.draw(2, 2, rng)
+    pair.matrix = matrix.numpy() / pair.scale  # the standardised truth: M x + c
+    pair.offset = (offset.numpy() - pair.shift) / pair.scale
+    return pair
+
+
+def test_holdout_split_tests_the_held_out_component_and_a_shifted_copy_against_the_exact_truth():
+    pair = _affine_pair()
+    split = groundtruth.holdout_split(pair, 3000, 2000)
+    assert set(split.tests) == {"iid", "component", "shift"}
+    iid, component, shifted = (split.tests[k][0].astype(np.float64) for k in ("iid", "component", "shift"))
+    # trained and i.i.d. cells come from components 0 and 1, the o.o.d. cells from component 2
+    np.testing.assert_allclose(split.source.mean(0), pair.means[:2].mean(0), atol=0.1)
+    np.testing.assert_allclose(iid.mean(0), pair.means[:2].mean(0), atol=0.1)
+    np.testing.assert_allclose(component.mean(0), pair.means[2], atol=0.1)
+    # the shifted copy: the trained population moved by SHIFT_SDS mean feature standard deviations
+    moved = np.linalg.norm(shifted.mean(0) - iid.mean(0))
+    assert moved == pytest.approx(groundtruth.SHIFT_SDS * np.sqrt(split.source.var(0).mean()), rel=0.05)
+    # every test's truth is the affine map, computed by hand
+    for cells, truth in split.tests.values():
+        np.testing.assert_allclose(truth, cells.astype(np.float64) @ pair.matrix.T + pair.offset, atol=1e-4)
+    # a map that is exact where it was trained is exact everywhere when the truth is affine: the closed-form
+    # Gaussian map extrapolates to the held-out cells, while no change misses by the whole response
+    gaussian = GaussianOT().fit(split.source, split.target)
+    for name, (cells, truth) in split.tests.items():
+        assert groundtruth.rmse(gaussian.transport(cells), truth) < 0.1 * groundtruth.rmse(cells, truth), name
+    assert groundtruth.rmse(iid, iid) == 0.0
+    assert groundtruth.rmse(np.zeros((2, 2)), np.array([[3.0, 4.0], [0.0, 0.0]])) == pytest.approx(np.sqrt(12.5))
+
+
+def test_the_suite_prints_an_iid_and_two_ood_columns_per_model():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_suite.py"
+    spec = importlib.util.spec_from_file_location("bench_suite", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    lines: list[str] = []
+    results = bench.ood_suite(["identity", "gaussian_ot"], [2], [300], out=lines.append)
+    rows = [line for line in lines if line.startswith("| 2 | 300 |")]
+    assert [r.split(" | ")[2] for r in rows] == ["identity", "gaussian_ot"]
+    assert rows[1].count("(1.00)") == 3  # the Gaussian map is its own reference in all three tests
+    identity, gaussian = results
+    for test in ("iid", "component", "shift"):
+        assert identity[test] > gaussian[test] > 0  # the random pair's response is mostly affine
