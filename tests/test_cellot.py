@@ -9,7 +9,8 @@ from scipy.linalg import sqrtm
 
 from perturbot import training
 from perturbot.models import NotFittedError, PerturbationModel, get
-from perturbot.models.cellot import CellOT, _Trainer, gaussian_map
+from perturbot.models.cellot import CellOT, _Trainer
+from perturbot.models.gaussian_ot import gaussian_map
 from perturbot.nn.icnn import StackedICNN
 
 torch.set_num_threads(1)
@@ -434,14 +435,16 @@ def test_preset_values_and_explicit_overrides(tmp_path):
 
 
 def test_gaussian_map_pushes_covariance_forward():
-    """M S1 M = S2 (the Bures map's defining identity) and c sends the mean to the mean."""
+    """M S1 M = S2 (the Bures map's defining identity, with each covariance's ridge) and c sends the mean to
+    the mean."""
     rng = np.random.default_rng(2)
     source = rng.normal(size=(3000, 6)) @ _spd(rng, 6) + 3.0
     target = rng.normal(size=(2000, 6)) @ _spd(rng, 6) - 1.0
-    matrix, shift = gaussian_map(source, target)
+    matrix, shift = gaussian_map(source, target, ridge=0.1)
     np.testing.assert_allclose(matrix, matrix.T, atol=1e-10)
     assert np.linalg.eigvalsh(matrix).min() > 0
-    s1, s2 = np.cov(source.T) + 1e-3 * np.eye(6), np.cov(target.T) + 1e-3 * np.eye(6)
+    s1, s2 = np.cov(source.T), np.cov(target.T)
+    s1, s2 = s1 + 0.1 * np.trace(s1) / 6 * np.eye(6), s2 + 0.1 * np.trace(s2) / 6 * np.eye(6)
     np.testing.assert_allclose(matrix @ s1 @ matrix, s2, atol=1e-8)
     np.testing.assert_allclose(matrix @ source.mean(0) + shift, target.mean(0), atol=1e-8)
 
@@ -460,7 +463,8 @@ def test_affine_start_of_both_potentials(init):
         matrix, shift = np.eye(5), np.zeros(5)
     else:
         n_target = int(trainer.tgt_sizes[0])  # the map between the training cells (validation carved off)
-        matrix, shift = gaussian_map(trainer.src.numpy(), trainer.tgt[0, :n_target].numpy())
+        matrix, shift = gaussian_map(trainer.src.numpy(), trainer.tgt[0, :n_target].numpy(), hp.gaussian_ridge,
+                                     relative=False)
     with torch.no_grad():
         tx = trainer.g.gradient(x)[0].double().numpy()
         back = trainer.f.gradient(torch.from_numpy(tx).float().unsqueeze(0))[0].double().numpy()

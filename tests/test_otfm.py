@@ -232,7 +232,8 @@ def test_a_target_without_validation_cells_leaves_the_others_validated():
     source = rng.normal(size=(200, 3)).astype(np.float32)
     targets = {"common": (rng.normal(size=(150, 3)) + 1).astype(np.float32),
                "rare": (rng.normal(size=(8, 3)) - 1).astype(np.float32)}
-    model = OTFlowMatching(n_iters=20, eval_every=10, batch_size=32, hidden_units=(16,), embedding_dim=4, device="cpu")
+    model = OTFlowMatching(n_iters=20, eval_every=10, batch_size=32, hidden_units=(16,), embedding_dim=4,
+                           start="identity", keep_best=True, device="cpu")
     model.fit_many(source, targets)
     scores = model.history_.set_index(["perturbation", "iteration"])["val_w2_empirical"]
     assert scores["common"].notna().all() and scores["rare"].isna().all()
@@ -295,7 +296,7 @@ def test_a_gaussian_start_extrapolates_an_affine_map_to_an_unseen_population(tmp
                   device="cpu")
     rmse = lambda model: float(np.sqrt(np.square(model.transport(unseen) - truth).sum(1).mean()))  # noqa: E731
     gaussian = OTFlowMatching(start="gaussian", **common).fit(source, target)
-    plain = OTFlowMatching(**common).fit(source, target)
+    plain = OTFlowMatching(start="identity", **common).fit(source, target)
     assert rmse(gaussian) < 0.5 and rmse(gaussian) < rmse(plain) / 2, (rmse(gaussian), rmse(plain))
     loaded = PerturbationModel.load(gaussian.save(tmp_path / "model"))
     np.testing.assert_array_equal(loaded.transport(unseen), gaussian.transport(unseen))
@@ -318,3 +319,20 @@ def test_global_coupling_pairs_each_cell_with_its_own_image_under_a_translation(
     with pytest.raises(ValueError, match="coupling: exact"):
         big = np.zeros((otfm.GLOBAL_MAX_CELLS + 1, 2), np.float32)
         _Data.make(big, [big], val_size=0, seed=0, device=torch.device("cpu")).pair_globally(0)
+
+
+def test_patience_stops_when_no_validation_improves_and_keeps_the_best():
+    """With a learning rate too small to move the network, the Gaussian start (the exact map of a translation)
+    is the best from the first validation on, so ``patience`` validations later training stops: at
+    iteration (1 + patience) * eval_every, with the Gaussian map kept. Without patience it runs the budget."""
+    rng = np.random.default_rng(0)
+    source = rng.normal(size=(600, 3)).astype(np.float32)
+    target = (rng.normal(size=(600, 3)) + 2.0).astype(np.float32)
+    common = dict(start="gaussian", keep_best=True, n_iters=400, eval_every=10, lr=1e-12, lr_min=1e-12,
+                  hidden_units=(16,), batch_size=64, val_size=100, seed=0, device="cpu")
+    stopped = OTFlowMatching(patience=3, **common).fit(source, target)
+    assert int(stopped.history_["iteration"].max()) == (1 + 3) * 10
+    full = OTFlowMatching(patience=None, **common).fit(source, target)
+    assert int(full.history_["iteration"].max()) == 400
+    error = np.sqrt(np.square(stopped.transport(source) - (source + 2.0)).sum(1).mean())
+    assert error < 0.2  # the Gaussian map of 500 training cells, against the shift of 2 * sqrt(3) = 3.5

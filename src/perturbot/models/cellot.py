@@ -76,6 +76,7 @@ import torch
 from perturbot import training
 from perturbot.fingerprint import fit_arrays
 from perturbot.models.base import PerturbationModel, as_float_array
+from perturbot.models.gaussian_ot import gaussian_map
 from perturbot.nn.icnn import ACTIVATIONS, StackedICNN
 from perturbot.params import Interval, Options
 
@@ -89,21 +90,21 @@ PRESETS: dict[str, dict[str, Any]] = {
         n_iters=100_000, n_inner_iters=10, batch_size=256, lr=1e-4, beta1=0.5, beta2=0.9,
         init="uniform", standardize=False, eval_every=250, patience=0,
         criterion="mmd_fixed", lr_min=None, hidden_units=(64, 64, 64, 64), solver="minmax",
-        activation="leaky_relu", keep_best=True,
+        activation="leaky_relu", keep_best=True, gaussian_ridge=1e-3,
     ),
     # measured in benchmarks/bench_cellot.py, see docs/models/cellot.md
     "fast": dict(
         n_iters=5_000, n_inner_iters=2, batch_size=256, lr=1e-3, beta1=0.5, beta2=0.9,
         init="gaussian", standardize=True, eval_every=100, patience=10,
         criterion="w2", lr_min=None, hidden_units=(64, 64, 64, 64), solver="minmax",
-        activation="leaky_relu", keep_best=True,
+        activation="leaky_relu", keep_best=True, gaussian_ridge=1e-3,
     ),
     # measured in benchmarks/bench_suite.py on non-linear ground truth, see docs/models/cellot.md
     "accurate": dict(
         n_iters=30_000, n_inner_iters=1, batch_size=1024, lr=3e-3, beta1=0.5, beta2=0.9,
         init="gaussian", standardize=True, eval_every=250, patience=0,
         criterion="w2", lr_min=1e-5, hidden_units=(64, 64, 64, 64), solver="cycle",
-        activation="leaky_relu", keep_best=False,
+        activation="leaky_relu", keep_best=False, gaussian_ridge=1e-3,
     ),
 }
 INITS = ("uniform", "identity", "gaussian")
@@ -116,8 +117,6 @@ CONJUGATE_LINESEARCH = 20
 ARMIJO = 1e-4
 #: A predicted decrease below this share of the objective's terms is rounding noise in float32.
 RESOLUTION = 1e-6
-#: Ridge added to covariances (standardised units) before the Gaussian map: singular covariances.
-COV_RIDGE = 1e-3
 
 
 @dataclass(frozen=True)
@@ -144,6 +143,8 @@ class Settings:
     activation: str = "leaky_relu"
     #: restore the weights the criterion scored best (False: keep the last, e.g. after a decayed learning rate)
     keep_best: bool = True
+    #: ridge added to the covariances of ``init: gaussian`` (gaussian_ot.gaussian_map), in standardised units
+    gaussian_ridge: float = 1e-3
 
 
 class CellOT(PerturbationModel):
@@ -163,7 +164,7 @@ class CellOT(PerturbationModel):
         "negative_slope": Interval(0, 1), "init_scale": Interval(0), "eval_every": Interval(1), "val_size": Interval(0),
         "patience": Interval(0), "criterion": Options(training.CRITERIA), "lr_min": Interval(0), "checkpoint_every": Interval(1),
         "solver": Options(SOLVERS), "conjugate_iters": Interval(1), "cycle_weight": Interval(0, closed="neither"),
-        "activation": Options(ACTIVATIONS),
+        "activation": Options(ACTIVATIONS), "gaussian_ridge": Interval(0),
     }
 
     def __init__(
@@ -192,6 +193,7 @@ class CellOT(PerturbationModel):
         cycle_weight: float = 1.0,
         activation: str | None = None,
         keep_best: bool | None = None,
+        gaussian_ridge: float | None = None,
         seed: int = 0,
         device: str = "auto",
     ) -> None:
@@ -219,6 +221,7 @@ class CellOT(PerturbationModel):
         self.cycle_weight = cycle_weight
         self.activation = activation
         self.keep_best = keep_best
+        self.gaussian_ridge = gaussian_ridge
         self.seed = seed
         self.device = device
 
@@ -457,28 +460,6 @@ class CellOT(PerturbationModel):
         )
 
 
-def gaussian_map(source: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The W2 map between Gaussians fitted to ``source`` and ``target``: ``x -> M x + c``.
-
-    ``M = S1^-1/2 (S1^1/2 S2 S1^1/2)^1/2 S1^-1/2`` (symmetric positive definite),
-    ``c = m2 - M m1``; covariances get a small ridge so that few cells or
-    collinear features still give a finite map.
-    """
-
-    def sym_power(a: np.ndarray, power: float) -> np.ndarray:
-        evals, evecs = np.linalg.eigh(a)
-        return (evecs * np.clip(evals, 1e-12, None) ** power) @ evecs.T
-
-    src, tgt = source.astype(np.float64), target.astype(np.float64)
-    ridge = COV_RIDGE * np.eye(src.shape[1])
-    s1 = np.atleast_2d(np.cov(src.T)) + ridge
-    s2 = np.atleast_2d(np.cov(tgt.T)) + ridge
-    r1, r1_inv = sym_power(s1, 0.5), sym_power(s1, -0.5)
-    matrix = r1_inv @ sym_power(r1 @ s2 @ r1, 0.5) @ r1_inv
-    matrix = (matrix + matrix.T) / 2
-    return matrix, tgt.mean(0) - matrix @ src.mean(0)
-
-
 @dataclass
 class _Result:
     f: StackedICNN
@@ -564,7 +545,7 @@ class _Trainer:
         if self.hp.init == "identity":
             mats = [(np.eye(d), np.zeros(d))] * self.P
         else:
-            mats = [gaussian_map(source, t) for t in targets]
+            mats = [gaussian_map(source, t, self.hp.gaussian_ridge, relative=False) for t in targets]
         m = torch.tensor(np.stack([a for a, _ in mats]))
         c = torch.tensor(np.stack([b for _, b in mats]))
         m_inv = torch.linalg.inv(m)

@@ -55,14 +55,15 @@ def gaussian_map_matrix(cov_source: np.ndarray, cov_target: np.ndarray) -> np.nd
     return (a + a.T) / 2
 
 
-def regularised_covariance(x: np.ndarray, ridge: float, name: str) -> np.ndarray:
-    """Covariance of ``x`` (float64) plus ``ridge * trace / k`` on the diagonal; clear error if singular."""
+def regularised_covariance(x: np.ndarray, ridge: float, name: str, relative: bool = True) -> np.ndarray:
+    """Covariance of ``x`` (float64) plus ``ridge * trace / k`` (``relative``) or ``ridge`` on the diagonal;
+    clear error if singular."""
     cov = np.atleast_2d(np.cov(x, rowvar=False))
     k = cov.shape[0]
     scale = float(np.trace(cov)) / k
     if scale <= 0:
         raise ValueError(f"{name} has zero variance in every feature: no Gaussian can be fitted")
-    cov = cov + ridge * scale * np.eye(k)
+    cov = cov + ridge * (scale if relative else 1.0) * np.eye(k)
     smallest = float(np.linalg.eigvalsh(cov).min())
     if smallest <= 1e-12 * scale:
         raise ValueError(
@@ -70,6 +71,23 @@ def regularised_covariance(x: np.ndarray, ridge: float, name: str) -> np.ndarray
             "use ridge > 0 or n_components (a PCA of the training cells)"
         )
     return cov
+
+
+def gaussian_map(
+    source: np.ndarray, target: np.ndarray, ridge: float = 1e-4, relative: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """The W2 map between Gaussian fits of ``source`` and ``target`` (float64): ``x -> M x + c``.
+
+    Each covariance gets ``ridge`` times its mean variance on the diagonal (:func:`regularised_covariance`),
+    or ``ridge`` itself with ``relative=False`` (CellOT's start, in standardised units).
+    A larger ridge pulls ``M`` towards a scaling along the directions the control cells hardly vary in,
+    where the fitted ratio of variances is least reliable: the starts of the neural maps use one that
+    extrapolates to populations never seen (docs/models/otfm.md, "Out of distribution").
+    """
+    src, tgt = np.asarray(source, np.float64), np.asarray(target, np.float64)
+    matrix = gaussian_map_matrix(regularised_covariance(src, ridge, "the control cells", relative),
+                                 regularised_covariance(tgt, ridge, "the perturbed cells", relative))
+    return matrix, tgt.mean(0) - matrix @ src.mean(0)
 
 
 class GaussianOT(PerturbationModel):

@@ -35,8 +35,6 @@ GLOBAL_MAX_CELLS = 6000
 SOLVERS = ("euler", "midpoint", "rk4")
 #: Where each cell's flow starts: the control cell itself, or its image by the closed-form Gaussian (W2) map.
 STARTS = ("identity", "gaussian")
-#: Ridge of the covariances of ``start: gaussian`` (GaussianOT's default), relative to their mean variance.
-START_RIDGE = 1e-4
 
 
 class OTFlowMatching(PerturbationModel):
@@ -60,13 +58,14 @@ class OTFlowMatching(PerturbationModel):
         "weight_decay": Interval(0), "hidden_units": Interval(1), "embedding_dim": Interval(1), "time_frequencies": Interval(0),
         "coupling": Options(COUPLINGS), "sigma": Interval(0), "perturbations_per_step": Interval(1),
         "solver": Options(SOLVERS), "n_steps": Interval(1), "criterion": Options(training.CRITERIA), "val_size": Interval(0),
-        "eval_every": Interval(1), "checkpoint_every": Interval(1), "start": Options(STARTS),
+        "eval_every": Interval(1), "checkpoint_every": Interval(1), "start": Options(STARTS), "patience": Interval(1),
+        "gaussian_ridge": Interval(0),
     }
 
     def __init__(
         self,
         n_iters: int = 8000,
-        batch_size: int = 512,
+        batch_size: int = 256,
         lr: float = 1e-3,
         lr_min: float = 1e-5,
         weight_decay: float = 0.0,
@@ -78,13 +77,15 @@ class OTFlowMatching(PerturbationModel):
         perturbations_per_step: int | None = None,
         solver: str = "midpoint",
         n_steps: int = 10,
-        keep_best: bool = False,
+        keep_best: bool = True,
         criterion: str = "w2",
         standardize: bool = True,
         val_size: int = 500,
-        eval_every: int = 250,
+        eval_every: int = 100,
         checkpoint_every: int = 1000,
-        start: str = "identity",
+        start: str = "gaussian",
+        patience: int | None = 30,
+        gaussian_ridge: float = 0.1,
         seed: int = 0,
         device: str = "auto",
     ) -> None:
@@ -108,6 +109,8 @@ class OTFlowMatching(PerturbationModel):
         self.eval_every = eval_every
         self.checkpoint_every = checkpoint_every
         self.start = start
+        self.patience = patience
+        self.gaussian_ridge = gaussian_ridge
         self.seed = seed
         self.device = device
 
@@ -156,7 +159,7 @@ class OTFlowMatching(PerturbationModel):
         if self.coupling == "global":
             data.pair_globally(self.seed)
         if self.start == "gaussian":  # each flow only corrects the closed-form map: short, nearly straight paths
-            data.start_matrix, data.start_shift = _gaussian_starts(data.source, data.targets)
+            data.start_matrix, data.start_shift = _gaussian_starts(data.source, data.targets, self.gaussian_ridge)
         self.start_matrix_, self.start_shift_ = data.start_matrix, data.start_shift
         net = self._build(src.shape[1], len(names))
         if self.start == "gaussian":  # zero velocity at first: the untrained flow is the Gaussian map itself
@@ -201,7 +204,7 @@ class OTFlowMatching(PerturbationModel):
         elif self.keep_best and self.start == "gaussian":  # the Gaussian map is a candidate too: kept unless beaten
             best_score = self._validation_score(net, data, scorers)
         per_step = min(int(self.perturbations_per_step or n_models), n_models)
-        progress = training.Progress("otfm", n_iters, history=history, score_name=column)
+        progress = training.Progress("otfm", n_iters, history=history, score_name=column, patience=self.patience)
         if state is not None:
             progress.load_state_dict(state.get("progress"))
 
@@ -238,6 +241,8 @@ class OTFlowMatching(PerturbationModel):
                              column: float(score[p]), "lr": sched.get_last_lr()[0]} for p, name in enumerate(names)]
                     progress.record(it, rows, score=score.numpy(), losses={"loss": float(np.mean(list(losses.values())))})
                     net.train()
+                    if progress.converged:  # patience: no perturbation's score improved for that many validations
+                        break
                 if ckpt.due(it):
                     ckpt.save(snapshot(it))
         ckpt.clear()
@@ -429,17 +434,13 @@ def _started(x: torch.Tensor, matrix: torch.Tensor | None, shift: torch.Tensor |
     return x if matrix is None else x @ matrix[p].T + shift[p]
 
 
-def _gaussian_starts(source: torch.Tensor, targets: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """The closed-form W2 map between Gaussian fits, x -> A (x - m_s) + m_t, of every perturbation: (P, d, d), (P, d)."""
-    from perturbot.models.gaussian_ot import gaussian_map_matrix, regularised_covariance
+def _gaussian_starts(
+    source: torch.Tensor, targets: list[torch.Tensor], ridge: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The closed-form W2 map between Gaussian fits, x -> A x + c, of every perturbation: (P, d, d), (P, d)."""
+    from perturbot.models.gaussian_ot import gaussian_map
 
     src = source.cpu().double().numpy()
-    cov_source = regularised_covariance(src, START_RIDGE, "the control cells")
-    matrices, shifts = [], []
-    for p, target in enumerate(targets):
-        tgt = target.cpu().double().numpy()
-        a = gaussian_map_matrix(cov_source, regularised_covariance(tgt, START_RIDGE, f"perturbation {p}"))
-        matrices.append(a)
-        shifts.append(tgt.mean(0) - src.mean(0) @ a.T)
-    return (torch.as_tensor(np.stack(matrices), dtype=torch.float32, device=source.device),
-            torch.as_tensor(np.stack(shifts), dtype=torch.float32, device=source.device))
+    maps = [gaussian_map(src, target.cpu().double().numpy(), ridge) for target in targets]
+    return (torch.as_tensor(np.stack([m for m, _ in maps]), dtype=torch.float32, device=source.device),
+            torch.as_tensor(np.stack([c for _, c in maps]), dtype=torch.float32, device=source.device))
