@@ -33,6 +33,9 @@ COUPLINGS = ("exact", "global", "independent")
 #: ``coupling: global`` pairs whole populations up to this many cells a side (the cost matrix holds its square).
 GLOBAL_MAX_CELLS = 6000
 SOLVERS = ("euler", "midpoint", "rk4")
+#: ``keep_best=None``: keep the best weights when the smallest training population has fewer cells than this, else
+#: the last (measured: best weights vital at 2,000 cells a side, last weights better at 20,000; docs/models/otfm.md).
+KEEP_BEST_BELOW = 10_000
 #: Where each cell's flow starts: the control cell itself, or its image by the closed-form Gaussian (W2) map.
 STARTS = ("identity", "gaussian")
 
@@ -42,7 +45,8 @@ class OTFlowMatching(PerturbationModel):
 
     Learned state: ``velocity_`` (the network), ``perturbations_``, ``center_`` and
     ``scale_`` (input standardisation), ``history_``, ``val_score_`` (the
-    validation ``criterion`` per perturbation, of the kept weights) and ``fit_seconds_``.
+    validation ``criterion`` per perturbation, of the kept weights), ``keep_best_`` (whether the best
+    or the last weights were kept: ``keep_best=None`` decides by the number of cells) and ``fit_seconds_``.
     """
     name = "otfm"
     is_ot = True
@@ -77,7 +81,7 @@ class OTFlowMatching(PerturbationModel):
         perturbations_per_step: int | None = None,
         solver: str = "midpoint",
         n_steps: int = 10,
-        keep_best: bool = True,
+        keep_best: bool | None = None,
         criterion: str = "w2",
         standardize: bool = True,
         val_size: int = 500,
@@ -156,6 +160,8 @@ class OTFlowMatching(PerturbationModel):
             (src - center) / self.scale_, [(tgts[k] - center) / self.scale_ for k in names],
             self.val_size, self.seed, self.device_,
         )
+        smallest = min([len(data.source), *(len(t) for t in data.targets)])
+        self.keep_best_ = bool(self.keep_best) if self.keep_best is not None else smallest < KEEP_BEST_BELOW
         if self.coupling == "global":
             data.pair_globally(self.seed)
         if self.start == "gaussian":  # each flow only corrects the closed-form map: short, nearly straight paths
@@ -201,7 +207,7 @@ class OTFlowMatching(PerturbationModel):
             best_score = state["best_score"].clone()
             best = {k: v.to(self.device_) for k, v in state["best"].items()}
             start = int(state["iteration"])
-        elif self.keep_best and self.start == "gaussian":  # the Gaussian map is a candidate too: kept unless beaten
+        elif self.keep_best_ and self.start == "gaussian":  # the Gaussian map is a candidate too: kept unless beaten
             best_score = self._validation_score(net, data, scorers)
         per_step = min(int(self.perturbations_per_step or n_models), n_models)
         progress = training.Progress("otfm", n_iters, history=history, score_name=column, patience=self.patience)
@@ -231,7 +237,7 @@ class OTFlowMatching(PerturbationModel):
                 sched.step()
                 if it % self.eval_every == 0 or it == n_iters:
                     score = self._validation_score(net, data, scorers)
-                    if self.keep_best and torch.isfinite(score).any():
+                    if self.keep_best_ and torch.isfinite(score).any():
                         # one network for all perturbations: keep it where the mean validation score is lowest
                         if float(score.nanmean()) < float(best_score.nanmean()) or not torch.isfinite(best_score).any():
                             best = {k: v.detach().clone() for k, v in net.state_dict().items()}
@@ -247,7 +253,7 @@ class OTFlowMatching(PerturbationModel):
                     ckpt.save(snapshot(it))
         ckpt.clear()
         self.history_ = history.to_frame()
-        if self.keep_best and torch.isfinite(best_score).any():
+        if self.keep_best_ and torch.isfinite(best_score).any():
             net.load_state_dict(best)
             final = best_score
         else:
@@ -306,6 +312,7 @@ class OTFlowMatching(PerturbationModel):
             "center_": list(self.center_),
             "scale_": float(self.scale_),
             "val_score_": self.val_score_,
+            "keep_best_": bool(self.keep_best_),
             "fit_seconds_": self.fit_seconds_,
         }
 
