@@ -154,8 +154,10 @@ def test_numpy_numbers_and_tuples_are_accepted_at_fit():
                               "OTFlowMatching", convert=False)
     assert checked["hidden_units"] == (8, 8)
     assert validate_params(models.get("otfm"), {"hidden_units": np.array([4, 4])}, "x", convert=False)["hidden_units"] == [4, 4]
-    with pytest.raises(ParameterError, match=r"keep_best must be true or false$"):
+    with pytest.raises(ParameterError, match=r"keep_best must be true, false or None \(null\)$"):
         validate_params(models.get("otfm"), {"keep_best": "yes"}, "OTFlowMatching", convert=True)
+    with pytest.raises(ParameterError, match=r"standardize must be true or false$"):
+        validate_params(models.get("otfm"), {"standardize": "yes"}, "OTFlowMatching", convert=True)
 
 
 # ------------------------------------------------------------------ every model's declarations
