@@ -62,6 +62,8 @@ ROWS: dict[str, tuple[str, dict]] = {
     "otfm (before 2026-12-08)": ("otfm", {"n_iters": 8000, "batch_size": 512, "start": "identity", "keep_best": False,
                                           "eval_every": 250, "patience": None, "gaussian_ridge": 1e-4}),
     "otfm (last weights)": ("otfm", {"keep_best": False, "patience": None}),
+    "otfm (identity start)": ("otfm", {"start": "identity"}),
+    "otfm (gaussian_ridge 1e-4)": ("otfm", {"gaussian_ridge": 1e-4}),
     "w1ot": ("w1ot", {}),
     "w1ot (gaussian start)": ("w1ot", {"step_init": "gaussian"}),
     "w1ot (gaussian lengths)": ("w1ot", {"step_init": "gaussian", "n_iters_step": 0}),
@@ -72,7 +74,7 @@ ROWS: dict[str, tuple[str, dict]] = {
 #: What ``make bench`` runs: every model at its named presets (the variants, and CellOT's paper recipe, whose
 #: 100,000 iterations take hours a pair on a CPU, on request).
 DEFAULT_ROWS = [row for row in ROWS if row not in (
-    "cellot (paper)", "cellot (accurate, softplus)", "otfm (before 2026-12-08)", "otfm (last weights)",
+    "cellot (paper)", "cellot (accurate, softplus)", "otfm (before 2026-12-08)", "otfm (last weights)", "otfm (identity start)", "otfm (gaussian_ridge 1e-4)",
     "w1ot (gaussian start)", "w1ot (gaussian lengths)",
     "w1ot (ot_lengths, width 64)", "w1ot (ot_lengths, width 128)")]
 

@@ -338,17 +338,21 @@ def test_patience_stops_when_no_validation_improves_and_keeps_the_best():
     assert error < 0.2  # the Gaussian map of 500 training cells, against the shift of 2 * sqrt(3) = 3.5
 
 
-def test_keep_best_by_default_below_ten_thousand_cells_and_the_last_weights_above(monkeypatch):
-    """keep_best=None keeps the best weights for populations under KEEP_BEST_BELOW training cells (there the
-    flow would fit the training cells' pairings) and the last above (there the validation score is noise);
-    an explicit value wins, and the choice is saved with the model."""
+def test_below_ten_thousand_cells_the_defaults_start_at_the_gaussian_map_and_keep_the_best(monkeypatch):
+    """keep_best=None and start=None decide by the smallest training population: under SMALL_POPULATION cells the
+    best weights and flows from the Gaussian map's images (there the flow would fit the training cells'
+    pairings), at or above it the last weights and flows from the cells; explicit values win, and the
+    choices are saved with the model."""
     from perturbot.models import otfm
 
     rng = np.random.default_rng(0)
     source, target = rng.normal(size=(300, 2)).astype(np.float32), rng.normal(size=(250, 2)).astype(np.float32)
     common = dict(n_iters=2, eval_every=1, batch_size=16, hidden_units=(8,), val_size=50, device="cpu")
-    assert OTFlowMatching(**common).fit(source, target).keep_best_ is True
-    monkeypatch.setattr(otfm, "KEEP_BEST_BELOW", 200)  # 200 training cells of the smaller population: not below
-    model = OTFlowMatching(**common).fit(source, target)
-    assert model.keep_best_ is False and model._get_state()["keep_best_"] is False
-    assert OTFlowMatching(keep_best=True, **common).fit(source, target).keep_best_ is True
+    small = OTFlowMatching(**common).fit(source, target)
+    assert (small.keep_best_, small.start_) == (True, "gaussian") and small.start_matrix_ is not None
+    monkeypatch.setattr(otfm, "SMALL_POPULATION", 200)  # 200 training cells of the smaller population: not below
+    large = OTFlowMatching(**common).fit(source, target)
+    assert (large.keep_best_, large.start_) == (False, "identity") and large.start_matrix_ is None
+    assert large._get_state()["keep_best_"] is False and large._get_state()["start_"] == "identity"
+    explicit = OTFlowMatching(keep_best=True, start="gaussian", **common).fit(source, target)
+    assert (explicit.keep_best_, explicit.start_) == (True, "gaussian")

@@ -33,9 +33,10 @@ COUPLINGS = ("exact", "global", "independent")
 #: ``coupling: global`` pairs whole populations up to this many cells a side (the cost matrix holds its square).
 GLOBAL_MAX_CELLS = 6000
 SOLVERS = ("euler", "midpoint", "rk4")
-#: ``keep_best=None``: keep the best weights when the smallest training population has fewer cells than this, else
-#: the last (measured: best weights vital at 2,000 cells a side, last weights better at 20,000; docs/models/otfm.md).
-KEEP_BEST_BELOW = 10_000
+#: ``keep_best=None`` and ``start=None`` decide by the smallest training population: below this many cells, the
+#: best weights and flows from the Gaussian map's images (what guards 2,000 cells a side against fitting the
+#: training cells); at or above it, the last weights and flows from the cells (better at 20,000; docs/models/otfm.md).
+SMALL_POPULATION = 10_000
 #: Where each cell's flow starts: the control cell itself, or its image by the closed-form Gaussian (W2) map.
 STARTS = ("identity", "gaussian")
 
@@ -45,8 +46,8 @@ class OTFlowMatching(PerturbationModel):
 
     Learned state: ``velocity_`` (the network), ``perturbations_``, ``center_`` and
     ``scale_`` (input standardisation), ``history_``, ``val_score_`` (the
-    validation ``criterion`` per perturbation, of the kept weights), ``keep_best_`` (whether the best
-    or the last weights were kept: ``keep_best=None`` decides by the number of cells) and ``fit_seconds_``.
+    validation ``criterion`` per perturbation, of the kept weights), ``keep_best_`` and ``start_`` (what
+    ``keep_best=None`` and ``start=None`` chose by the number of cells) and ``fit_seconds_``.
     """
     name = "otfm"
     is_ot = True
@@ -87,7 +88,7 @@ class OTFlowMatching(PerturbationModel):
         val_size: int = 500,
         eval_every: int = 100,
         checkpoint_every: int = 1000,
-        start: str = "gaussian",
+        start: str | None = None,
         patience: int | None = 30,
         gaussian_ridge: float = 0.1,
         seed: int = 0,
@@ -160,15 +161,16 @@ class OTFlowMatching(PerturbationModel):
             (src - center) / self.scale_, [(tgts[k] - center) / self.scale_ for k in names],
             self.val_size, self.seed, self.device_,
         )
-        smallest = min([len(data.source), *(len(t) for t in data.targets)])
-        self.keep_best_ = bool(self.keep_best) if self.keep_best is not None else smallest < KEEP_BEST_BELOW
+        small = min([len(data.source), *(len(t) for t in data.targets)]) < SMALL_POPULATION
+        self.keep_best_ = bool(self.keep_best) if self.keep_best is not None else small
+        self.start_ = self.start if self.start is not None else ("gaussian" if small else "identity")
         if self.coupling == "global":
             data.pair_globally(self.seed)
-        if self.start == "gaussian":  # each flow only corrects the closed-form map: short, nearly straight paths
+        if self.start_ == "gaussian":  # each flow only corrects the closed-form map: short, nearly straight paths
             data.start_matrix, data.start_shift = _gaussian_starts(data.source, data.targets, self.gaussian_ridge)
         self.start_matrix_, self.start_shift_ = data.start_matrix, data.start_shift
         net = self._build(src.shape[1], len(names))
-        if self.start == "gaussian":  # zero velocity at first: the untrained flow is the Gaussian map itself
+        if self.start_ == "gaussian":  # zero velocity at first: the untrained flow is the Gaussian map itself
             last = net.net[-1]
             torch.nn.init.zeros_(last.weight)
             torch.nn.init.zeros_(last.bias)
@@ -207,7 +209,7 @@ class OTFlowMatching(PerturbationModel):
             best_score = state["best_score"].clone()
             best = {k: v.to(self.device_) for k, v in state["best"].items()}
             start = int(state["iteration"])
-        elif self.keep_best_ and self.start == "gaussian":  # the Gaussian map is a candidate too: kept unless beaten
+        elif self.keep_best_ and self.start_ == "gaussian":  # the Gaussian map is a candidate too: kept unless beaten
             best_score = self._validation_score(net, data, scorers)
         per_step = min(int(self.perturbations_per_step or n_models), n_models)
         progress = training.Progress("otfm", n_iters, history=history, score_name=column, patience=self.patience)
@@ -313,6 +315,7 @@ class OTFlowMatching(PerturbationModel):
             "scale_": float(self.scale_),
             "val_score_": self.val_score_,
             "keep_best_": bool(self.keep_best_),
+            "start_": self.start_,
             "fit_seconds_": self.fit_seconds_,
         }
 
