@@ -240,6 +240,12 @@ def test_a_target_without_validation_cells_leaves_the_others_validated():
     assert model.val_score_["common"] == pytest.approx(scores["common"].min())
     assert np.isnan(model.val_score_["rare"])
     assert np.isfinite(model.transport(source[:5], perturbation="rare")).all()
+    # at the defaults (a Gaussian start below 10,000 cells) a perturbation of one cell starts at the mean shift
+    targets["single"] = np.full((1, 3), 2.0, np.float32)
+    model = OTFlowMatching(n_iters=2, eval_every=1, batch_size=8, hidden_units=(8,), device="cpu").fit_many(source, targets)
+    assert model.start_ == "gaussian"
+    np.testing.assert_allclose(model.start_matrix_[2].numpy(), np.eye(3), atol=1e-6)
+    assert np.isfinite(model.transport(source[:5], perturbation="single")).all()
 
 
 def test_progress_lines_and_a_clean_stop_on_sigterm(tmp_path, caplog, monkeypatch):

@@ -447,10 +447,18 @@ def _started(x: torch.Tensor, matrix: torch.Tensor | None, shift: torch.Tensor |
 def _gaussian_starts(
     source: torch.Tensor, targets: list[torch.Tensor], ridge: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The closed-form W2 map between Gaussian fits, x -> A x + c, of every perturbation: (P, d, d), (P, d)."""
+    """The closed-form W2 map between Gaussian fits, x -> A x + c, of every perturbation: (P, d, d), (P, d).
+
+    A population of one training cell has no covariance: its start is the mean shift (A = I)."""
     from perturbot.models.gaussian_ot import gaussian_map
 
     src = source.cpu().double().numpy()
-    maps = [gaussian_map(src, target.cpu().double().numpy(), ridge) for target in targets]
+
+    def start(target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if len(target) < 2:
+            return np.eye(src.shape[1]), target.mean(0) - src.mean(0)
+        return gaussian_map(src, target, ridge)
+
+    maps = [start(target.cpu().double().numpy()) for target in targets]
     return (torch.as_tensor(np.stack([m for m, _ in maps]), dtype=torch.float32, device=source.device),
             torch.as_tensor(np.stack([c for _, c in maps]), dtype=torch.float32, device=source.device))
