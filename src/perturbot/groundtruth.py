@@ -230,8 +230,6 @@ def sample_mixture(
     return np.concatenate(out)[:n]
 
 
-#: Out-of-distribution tests of :func:`holdout_split`.
-HOLDOUTS = ("component", "shift")
 #: ``shift``: the held-out copy of the population is moved by this many (mean per-feature) standard deviations.
 SHIFT_SDS = 2.0
 

@@ -82,7 +82,7 @@ def gaussian_map(
     or ``ridge`` itself with ``relative=False`` (CellOT's start, in standardised units).
     A larger ridge pulls ``M`` towards a scaling along the directions the control cells hardly vary in,
     where the fitted ratio of variances is least reliable: the starts of the neural maps use one that
-    extrapolates to populations never seen (docs/models/otfm.md, "Out of distribution").
+    extrapolates to populations never seen (docs/models/otfm.md, "Defaults for real cell counts").
     """
     src, tgt = np.asarray(source, np.float64), np.asarray(target, np.float64)
     matrix = gaussian_map_matrix(regularised_covariance(src, ridge, "the control cells", relative),
