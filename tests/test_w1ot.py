@@ -101,7 +101,7 @@ def test_stacked_mlp_runs_independent_copies():
 
 
 # ------------------------------------------------------------ W1 estimate
-@pytest.mark.parametrize("dim,n_iters", [(2, 1000), (10, 2000)])
+@pytest.mark.parametrize("dim,n_iters", [(2, 500), (10, 1000)])  # measured: 0.6 % and 7.7 % under
 def test_w1_estimate_matches_exact_w1(dim, n_iters):
     rng = np.random.default_rng(dim)
     x = rng.standard_normal((300, dim)).astype(np.float32)
@@ -116,7 +116,7 @@ def test_w1_estimate_matches_exact_w1(dim, n_iters):
 @pytest.fixture(scope="module")
 def bookshelf_model():
     source, target = make_2d("bookshelf", 1000, seed=0)
-    return W1OT(n_iters_potential=1000, n_iters_step=1500, device="cpu").fit(source, target)
+    return W1OT(n_iters_potential=700, n_iters_step=1000, device="cpu").fit(source, target)
 
 
 def test_bookshelf_map_preserves_order(bookshelf_model):
@@ -159,7 +159,7 @@ def test_save_load_gives_identical_outputs(bookshelf_model, tmp_path):
 @pytest.mark.slow
 def test_circles_inner_goes_to_inner():
     source, target = make_2d("circles", 1000, seed=0)
-    model = W1OT(n_iters_potential=1500, n_iters_step=2000, device="cpu").fit(source, target)
+    model = W1OT(n_iters_potential=800, n_iters_step=1000, device="cpu").fit(source, target)
     x, _ = make_2d("circles", 1000, seed=1)
     mapped = model.transport(x)
     inner = np.linalg.norm(x, axis=1) < 0.75  # radii 0.5 and 1 (source), 1 and 2 (target)
@@ -174,10 +174,10 @@ def test_translation_in_10d_is_recovered_per_cell():
     m = np.linspace(-2.0, 2.0, 10).astype(np.float32)
     x = rng.standard_normal((1000, 10)).astype(np.float32)
     y = (rng.standard_normal((1000, 10)) + m).astype(np.float32)
-    model = W1OT(n_iters_potential=2000, n_iters_step=2000, device="cpu").fit(x, y)
+    model = W1OT(n_iters_potential=1000, n_iters_step=1000, device="cpu").fit(x, y)
     mapped = model.transport(x)
     err = np.linalg.norm(mapped - (x + m), axis=1)
-    assert err.mean() < 0.2 * np.linalg.norm(m)
+    assert err.mean() < 0.2 * np.linalg.norm(m)  # measured: 0.17
     # the direction is exact to within a few degrees; the step size carries the error
     grad = model.direction(x)
     cos = -(grad @ m) / np.linalg.norm(grad, axis=1) / np.linalg.norm(m)
@@ -192,14 +192,14 @@ def test_gaussian_step_start_maps_a_translation_before_any_gan_step():
     m = np.linspace(-2.0, 2.0, 6).astype(np.float32)
     x = rng.standard_normal((1000, 6)).astype(np.float32)
     y = (rng.standard_normal((1000, 6)) + m).astype(np.float32)
-    kw = dict(n_iters_potential=1500, n_iters_step=0, step_init_iters=1500, device="cpu")
+    kw = dict(n_iters_potential=600, n_iters_step=0, step_init_iters=600, device="cpu")
     started = W1OT(step_init="gaussian", **kw).fit(x, y)
     random = W1OT(**kw).fit(x, y)
     err = {name: np.linalg.norm(model.transport(x) - (x + m), axis=1).mean()
            for name, model in (("gaussian", started), ("random", random))}
-    assert err["gaussian"] < 0.15 * np.linalg.norm(m) < err["random"]
+    assert err["gaussian"] < 0.15 * np.linalg.norm(m) < err["random"]  # measured: 0.04 and 0.79 of |m|
     history = started.history_
-    assert (history.loc[history["stage"] == "step", "iteration"] == 1500).all()  # the start was scored
+    assert (history.loc[history["stage"] == "step", "iteration"] == kw["n_iters_potential"]).all()  # the start was scored
 
 
 def test_ot_lengths_follow_a_non_linear_monotone_map_that_gaussian_lengths_miss():
@@ -211,13 +211,13 @@ def test_ot_lengths_follow_a_non_linear_monotone_map_that_gaussian_lengths_miss(
     def truth(x):
         return x + np.stack([1.5 + 0.5 * np.tanh(2 * x[:, 0]), 0 * x[:, 1]], axis=1).astype(np.float32)
 
-    x = rng.standard_normal((2000, 2)).astype(np.float32)
-    y = truth(rng.standard_normal((2000, 2)).astype(np.float32))
+    x = rng.standard_normal((1000, 2)).astype(np.float32)
+    y = truth(rng.standard_normal((1000, 2)).astype(np.float32))
     test = rng.standard_normal((1000, 2)).astype(np.float32)
-    kw = dict(n_iters_potential=800, step_init_iters=200, hidden_units=(64,) * 4, device="cpu")
+    kw = dict(n_iters_potential=500, step_init_iters=150, hidden_units=(64,) * 4, device="cpu")
     err = {init: np.linalg.norm(W1OT(preset="ot_lengths", step_init=init, **kw).fit(x, y).transport(test)
                                 - truth(test), axis=1).mean() for init in ("ot", "gaussian")}
-    assert err["ot"] < 0.8 * err["gaussian"], err  # measured: 0.114 against 0.158
+    assert err["ot"] < 0.8 * err["gaussian"], err  # measured: 0.109 against 0.151
 
 
 # ----------------------------------------------------------------- contract
@@ -318,7 +318,7 @@ def test_fit_many_learns_each_perturbation():
     shifts = {"right": np.array([3.0, 0.0], np.float32), "down": np.array([0.0, -2.0], np.float32)}
     targets = {k: (rng.standard_normal((500 + 100 * i, 2)) + s).astype(np.float32)
                for i, (k, s) in enumerate(shifts.items())}
-    model = W1OT(n_iters_potential=800, n_iters_step=1500, device="cpu").fit_many(x, targets)
+    model = W1OT(n_iters_potential=400, n_iters_step=800, device="cpu").fit_many(x, targets)
     assert model.perturbations_ == ["right", "down"]
     for name, shift in shifts.items():
         moved = model.transport(x, perturbation=name) - x

@@ -20,6 +20,10 @@ def leiden_states(cells: ad.AnnData, *, resolution: float = 1.0, n_neighbors: in
     """
     import scanpy as sc
 
+    from perturbot.jit_cache import cache_umap_compilation
+
+    cache_umap_compilation()  # umap's JIT code compiled once per machine, not once per job
+
     adata = ad.AnnData(np.asarray(cells.X, dtype=np.float32), obs=pd.DataFrame(index=cells.obs_names.astype(str)))
     rep = "X"
     if adata.n_vars > n_pcs:

@@ -25,6 +25,10 @@ def joint_embedding(blocks: dict[str, np.ndarray], *, max_cells: int = 500, n_pc
     """
     import scanpy as sc  # scanpy (and numba's compilation) only where an embedding is computed
 
+    from perturbot.jit_cache import cache_umap_compilation
+
+    cache_umap_compilation()  # umap's JIT code compiled once per machine, not once per job
+
     rng = np.random.default_rng(seed)
     origins, cells = [], []
     for name, x in blocks.items():
