@@ -4,11 +4,17 @@ A copy of the checkout gets a toy transport model (a learned mean shift that
 declares its capability tags) and one registry line; an experiment with it then
 trains, predicts, scores and draws every figure of the experiment, with the toy
 model drawn where its tags say (a transport map: clustergram and vector field).
+
+The run uses an interpreter that sees the dependencies but no installed perturbot
+(``bare_python``), as a conda job would: every job, a real CellOT training among them,
+finds the package in the workflow's own src/.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -92,7 +98,10 @@ def test_a_new_model_needs_one_file_one_registry_line_and_a_docs_page(bare_pytho
 
     work = tmp_path / "run"
     work.mkdir()
-    config = small_features_config(models=["identity", "observed", "mean_shift"], joint_training=True, figures={"umap_max_cells": 60})
+    config = small_features_config(
+        models=["identity", "observed", "mean_shift", "cellot"], joint_training=True, figures={"umap_max_cells": 60},
+        model_params={"cellot": {"n_iters": 20, "eval_every": 10, "hidden_units": [8, 8], "batch_size": 32, "val_size": 20}},
+    )
     (work / "run.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("PYTHONPATH", None)
@@ -103,8 +112,12 @@ def test_a_new_model_needs_one_file_one_registry_line_and_a_docs_page(bare_pytho
     )
     assert proc.returncode == 0, proc.stderr[-8000:]
 
+    # bare_python sees the dependencies but no installed perturbot: every job found the copy's src/
+    for rule in ("prepare_data", "train", "predict", "aggregate_metrics", "figure_mmd_boxplot", "provenance"):
+        assert re.search(rf"^(local)?(rule|checkpoint) {rule}:$", proc.stderr, re.M), f"{rule} did not run"
     metrics = pd.read_csv(work / "results/toy_iid/metrics.csv")
-    assert set(metrics["model"]) == {"identity", "observed", "mean_shift"}
+    assert set(metrics["model"]) == {"identity", "observed", "mean_shift", "cellot"}
+    assert metrics.query("model == 'cellot'")["value"].notna().all()
     shift = metrics.query("model == 'mean_shift' and metric == 'l2_means'")["value"]
     identity = metrics.query("model == 'identity' and metric == 'l2_means'")["value"]
     assert shift.mean() < identity.mean()  # it moved the cells towards the perturbed ones
@@ -116,3 +129,7 @@ def test_a_new_model_needs_one_file_one_registry_line_and_a_docs_page(bare_pytho
         assert (figures / name).stat().st_size > 0, name
     saved = (work / "results/toy_iid/models/all/mean_shift/_joint/model.json").read_text()
     assert '"model": "mean_shift"' in saved
+    # a real trained model, saved by the copy's code
+    cellot = work / "results/toy_iid/models/all/cellot/_joint"
+    assert json.loads((cellot / "model.json").read_text())["model"] == "cellot"
+    assert (cellot / "weights.safetensors").stat().st_size > 0
