@@ -41,9 +41,10 @@ demo: $(STAMP)
 	$(VENV)/bin/snakemake --cores $(CORES) --configfile config.yaml
 	@echo "Metrics: results/*/metrics.csv  Figures: results/*/figures/"
 
-# one pytest worker per core; a file's tests stay on one worker, so its module fixtures are built once
+# one pytest worker per core; a file's tests stay on one worker, so its module fixtures are built once;
+# files go out in collection order, the slowest first (tests/conftest.py), so neither worker idles at the end
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest -q -n $(CORES) --dist loadfile --durations=15 tests
+	$(VENV)/bin/python -m pytest -q -n $(CORES) --dist loadfile --no-loadscope-reorder --durations=15 tests
 
 bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/run_all.py $(BENCH_ARGS)

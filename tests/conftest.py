@@ -34,3 +34,21 @@ def bare_python(tmp_path_factory) -> Path:
     assert probe.returncode == 0, probe.stderr
     assert probe.stdout.strip() == "None", f"perturbot is importable in the bare venv: {probe.stdout}"
     return python
+
+
+#: The files that take longest (``make test`` prints the slowest tests), run first. pytest-xdist hands
+#: out whole files (``--dist loadfile``) in collection order (``--no-loadscope-reorder``), so the last
+#: file to finish is a short one and neither worker waits for the other. A stale list costs balance only.
+RUN_FIRST = (
+    "test_figures.py", "test_paper.py", "test_faults.py", "test_w1ot.py", "test_workflow.py", "test_cellot.py",
+    "test_new_model.py", "test_otfm.py", "test_fast_path.py", "test_progress.py", "test_fingerprint.py",
+    "test_bundle.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        name = item.path.name
+        return RUN_FIRST.index(name) if name in RUN_FIRST else len(RUN_FIRST)
+
+    items.sort(key=rank)  # stable: tests keep their order within a file
