@@ -1,10 +1,10 @@
 FROM condaforge/miniforge3:latest
 LABEL io.github.snakemake.containerized="true"
-LABEL io.github.snakemake.conda_env_hash="0fb883d7fd92315d0c0003ea2cefcbf291e16e2331d0c38d1aea5c75c2c09b18"
+LABEL io.github.snakemake.conda_env_hash="2e7e667e9039f7ed25edf4bc3645b6621f48183caec7ad7288730db7b788c1d4"
 ENV CONDA_OVERRIDE_CUDA=12
 # Conda environment:
 #   source: envs/analysis.yaml
-#   prefix: /conda-envs/2fb224053124113ee2bfa56de2829218
+#   prefix: /conda-envs/04513c79ca1da43852bd8b4ae5121b67
 #   # Metrics tables, statistics, provenance, cell states and figures: rules
 #   # aggregate_metrics, statistics, provenance, cell_states, job_resources, figure_*.
 #   # No torch: these jobs read prepared data, predictions and metrics through the
@@ -18,6 +18,7 @@ ENV CONDA_OVERRIDE_CUDA=12
 #     - python=3.11
 #     - anndata=0.12
 #     - matplotlib-base=3.11
+#     - numba=0.68
 #     - numpy=2.4
 #     - pandas=2.3
 #     - python-igraph=1.0
@@ -27,8 +28,8 @@ ENV CONDA_OVERRIDE_CUDA=12
 #     - seaborn-base=0.13
 #     - statsmodels=0.15
 #     - umap-learn=0.5
-RUN mkdir -p /conda-envs/2fb224053124113ee2bfa56de2829218
-COPY envs/analysis.yaml /conda-envs/2fb224053124113ee2bfa56de2829218/environment.yaml
+RUN mkdir -p /conda-envs/04513c79ca1da43852bd8b4ae5121b67
+COPY envs/analysis.yaml /conda-envs/04513c79ca1da43852bd8b4ae5121b67/environment.yaml
 # Conda environment:
 #   source: envs/data.yaml
 #   prefix: /conda-envs/5909e3d4e6074e47b59c63114698873b
@@ -84,7 +85,7 @@ COPY envs/data.yaml /conda-envs/5909e3d4e6074e47b59c63114698873b/environment.yam
 RUN mkdir -p /conda-envs/294bc6cdb9d9c020d35180d3c3a34e46
 COPY envs/training.yaml /conda-envs/294bc6cdb9d9c020d35180d3c3a34e46/environment.yaml
 
-RUN conda env create --prefix /conda-envs/2fb224053124113ee2bfa56de2829218 --file /conda-envs/2fb224053124113ee2bfa56de2829218/environment.yaml && \
+RUN conda env create --prefix /conda-envs/04513c79ca1da43852bd8b4ae5121b67 --file /conda-envs/04513c79ca1da43852bd8b4ae5121b67/environment.yaml && \
     conda env create --prefix /conda-envs/5909e3d4e6074e47b59c63114698873b --file /conda-envs/5909e3d4e6074e47b59c63114698873b/environment.yaml && \
     conda env create --prefix /conda-envs/294bc6cdb9d9c020d35180d3c3a34e46 --file /conda-envs/294bc6cdb9d9c020d35180d3c3a34e46/environment.yaml && \
     conda clean --all -y

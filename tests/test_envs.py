@@ -68,6 +68,7 @@ PROVIDERS = {
     "anndata": "anndata",
     "igraph": "python-igraph",
     "matplotlib": "matplotlib-base",
+    "numba": "numba",
     "numpy": "numpy",
     "pandas": "pandas",
     "pooch": "pooch",
