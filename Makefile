@@ -28,8 +28,11 @@ RULE_FILES := Snakefile $(sort $(wildcard workflow/rules/*.smk))
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(VENV)/bin/python -m pip install --quiet -r requirements.lock
+	$(VENV)/bin/python -m pip install --quiet --no-compile -r requirements.lock
 	$(VENV)/bin/python -m pip install --quiet --no-deps -e .
+	# byte-compile on every core at once (pip compiles one file at a time: 83 s against 57 s in all
+	# on 2 cores); as under pip, a file written for a later Python (one in torch's tests) is skipped
+	$(VENV)/bin/python -m compileall -q -j 0 $(VENV)/lib > /dev/null 2>&1 || true
 	touch $(STAMP)
 
 $(PLANNING_STAMP):
