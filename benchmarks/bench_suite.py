@@ -186,7 +186,7 @@ def _spearman(a: list[float], b: list[float]) -> float:
 def criterion_trace(d: int, n: int, iters: int = 3000, eval_every: int = 100, seed: int = 0) -> dict[str, list[float]]:
     """One CellOT run (fast preset, patience off); at every validation the test L2-UVP of the current
     map and each candidate validation score, on the run's own validation cells."""
-    from perturbot import training
+    from perturbot import validation
     from perturbot.models import cellot as cellot_module
 
     pair = groundtruth.make_pair(d, n=n, n_test=2_000)
@@ -206,8 +206,8 @@ def criterion_trace(d: int, n: int, iters: int = 3000, eval_every: int = 100, se
             predicted = to_data(trainer.g.gradient(test.unsqueeze(0))[0]).numpy()
         trace["iteration"].append(trainer.iteration)
         trace["l2_uvp"].append(pair.l2_uvp(predicted))
-        for criterion in training.CRITERIA:
-            trace[criterion].append(training.SelectionScore(criterion, target)(mapped))
+        for criterion in validation.CRITERIA:
+            trace[criterion].append(validation.SelectionScore(criterion, target)(mapped))
         trace["dual_w2"].append(float(trainer.history.rows[-1]["val_w2"]))
         return result
 

@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from perturbot.models.w1ot import W1OT
-from perturbot.training import carve_validation, mmd_rbf_torch, set_threads
+from perturbot.training import set_threads
+from perturbot.validation import carve_validation, mmd_rbf_torch
 
 N_CELLS = 2_000
 EVAL_EVERY = 100

@@ -12,7 +12,8 @@ from perturbot.models.autoencoder import AutoEncoder, BalancedSampler
 from perturbot.models.cae import ConditionalAutoencoder
 from perturbot.models.scgen import ScGen
 from perturbot.models.simple import Identity
-from perturbot.training import Checkpoint, carve_validation
+from perturbot.checkpoints import Checkpoint
+from perturbot.validation import carve_validation
 
 torch.set_num_threads(1)
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy.linalg import sqrtm
 
-from perturbot import training
+from perturbot import checkpoints, training
 from perturbot.models import NotFittedError, PerturbationModel, get
 from perturbot.models.cellot import CellOT, _Trainer
 from perturbot.models.gaussian_ot import gaussian_map
@@ -250,14 +250,14 @@ class _Killed(Exception):
 
 def killed_after_20(monkeypatch, model: CellOT, problem, ckpt) -> None:
     """Fit ``model`` with a checkpoint every 10 iterations; the job dies between the checkpoints at 20 and 30."""
-    original_save = training.Checkpoint.save
+    original_save = checkpoints.Checkpoint.save
 
     def dies_after_20(self, state):
         if state["iteration"] > 20:
             raise _Killed
         original_save(self, state)
 
-    monkeypatch.setattr(training.Checkpoint, "save", dies_after_20)
+    monkeypatch.setattr(checkpoints.Checkpoint, "save", dies_after_20)
     with pytest.raises(_Killed):
         model.fit(problem.source, problem.target, checkpoint=ckpt)
     monkeypatch.undo()
@@ -286,17 +286,17 @@ def test_checkpoint_of_another_run_is_not_resumed(tmp_path, monkeypatch, caplog)
     problem = Gaussians(4, n=500)
     ckpt = tmp_path / "cellot.pt"
 
-    original_save = training.Checkpoint.save
+    original_save = checkpoints.Checkpoint.save
 
     def save_then_die(self, state):
         original_save(self, state)
         raise _Killed
 
-    monkeypatch.setattr(training.Checkpoint, "save", save_then_die)
+    monkeypatch.setattr(checkpoints.Checkpoint, "save", save_then_die)
     with pytest.raises(_Killed):
         _small_run(checkpoint_every=10).fit(problem.source, problem.target, checkpoint=ckpt)
     monkeypatch.undo()
-    with caplog.at_level(logging.WARNING, logger="perturbot.training"):
+    with caplog.at_level(logging.WARNING, logger="perturbot"):
         other = _small_run(checkpoint_every=10, seed=1).fit(problem.source, problem.target, checkpoint=ckpt)
     assert "belongs to another run (seed: 0 -> 1)" in caplog.text
     _assert_same_weights(other, _small_run(seed=1).fit(problem.source, problem.target))
@@ -527,9 +527,10 @@ def test_progress_lines_and_a_clean_stop_on_sigterm(tmp_path, caplog, monkeypatc
     import os
     import signal
 
-    from perturbot.training import Checkpoint, TrainingInterrupted
+    from perturbot.checkpoints import Checkpoint
+    from perturbot.training import TrainingInterrupted
 
-    caplog.set_level(logging.INFO, logger="perturbot.training")
+    caplog.set_level(logging.INFO, logger="perturbot")
     rng = np.random.default_rng(0)
     source = rng.normal(size=(200, 4)).astype(np.float32)
     target = (source + 1.0).astype(np.float32)

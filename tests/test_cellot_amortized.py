@@ -127,6 +127,6 @@ def test_resume_equals_straight_through(tmp_path, monkeypatch, caplog):
     assert resumed.history_.equals(straight.history_)
     # a min-max run does not resume an amortised checkpoint: it warns and starts afresh
     killed_after_20(monkeypatch, _small_run(checkpoint_every=10), problem, ckpt)
-    with caplog.at_level(logging.WARNING, logger="perturbot.training"):
+    with caplog.at_level(logging.WARNING, logger="perturbot"):
         _small_run(checkpoint_every=10, solver="minmax").fit(problem.source, problem.target, checkpoint=ckpt)
     assert "solver: 'amortized' -> 'minmax'" in caplog.text

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from perturbot import training
+from perturbot import checkpoints
 from perturbot.fingerprint import NOT_IN_RUN, data_digest, differences, fit_arrays, run_fingerprint
 from perturbot.models.autoencoder import AutoEncoder
 from perturbot.models.cellot import PRESETS, CellOT
@@ -50,16 +50,16 @@ def _output(model, source) -> np.ndarray:
 
 def _killed_after_first_checkpoint(monkeypatch, model, source, target, checkpoint) -> None:
     """Fit until the first checkpoint is written, then die (a killed job)."""
-    save = training.Checkpoint.save
+    save = checkpoints.Checkpoint.save
 
     def save_then_die(self, state):
         save(self, state)
         raise _Killed
 
-    monkeypatch.setattr(training.Checkpoint, "save", save_then_die)
+    monkeypatch.setattr(checkpoints.Checkpoint, "save", save_then_die)
     with pytest.raises(_Killed):
         _fit(model, source, target, checkpoint)
-    monkeypatch.setattr(training.Checkpoint, "save", save)
+    monkeypatch.setattr(checkpoints.Checkpoint, "save", save)
     assert checkpoint.exists()
 
 
@@ -73,7 +73,7 @@ def test_a_checkpoint_of_another_configuration_starts_afresh(name, tmp_path, mon
 
     changed = {**params, key: new_value}
     straight = _fit(cls(**changed), source, target)
-    with caplog.at_level(logging.WARNING, logger="perturbot.training"):
+    with caplog.at_level(logging.WARNING, logger="perturbot"):
         refit = _fit(cls(**changed), source, target, checkpoint)
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any("belongs to another run" in w and f"{key}: {params.get(key, cls.default_params()[key])!r} -> {new_value!r}" in w
@@ -90,7 +90,7 @@ def test_other_cells_of_the_same_width_start_afresh(tmp_path, monkeypatch, caplo
     _killed_after_first_checkpoint(monkeypatch, cls(**params), *_cells(seed=0), checkpoint)
     other = _cells(seed=1)
     straight = cls(**params).fit(*other)
-    with caplog.at_level(logging.WARNING, logger="perturbot.training"):
+    with caplog.at_level(logging.WARNING, logger="perturbot"):
         refit = cls(**params).fit(*other, checkpoint=str(checkpoint))
     message = next(r.getMessage() for r in caplog.records if "another run" in r.getMessage())
     assert "data: " in message and "lr" not in message  # only the data differ, and the message says so
@@ -103,7 +103,7 @@ def test_other_network_widths_start_afresh_instead_of_a_size_mismatch(tmp_path, 
     checkpoint = tmp_path / "ckpt.pt"
     _killed_after_first_checkpoint(monkeypatch, cls(**params), source, target, checkpoint)
     wider = {**params, "hidden_units": (16, 16)}
-    with caplog.at_level(logging.WARNING, logger="perturbot.training"):
+    with caplog.at_level(logging.WARNING, logger="perturbot"):
         refit = cls(**wider).fit(source, target, checkpoint=str(checkpoint))  # no load_state_dict size mismatch
     assert "hidden_units: [8, 8] -> [16, 16]" in caplog.text
     np.testing.assert_array_equal(refit.transport(source), cls(**wider).fit(source, target).transport(source))
@@ -117,7 +117,7 @@ def test_the_same_run_resumes_and_stores_its_fingerprint(tmp_path, monkeypatch, 
     saved = torch.load(checkpoint, weights_only=True)
     assert saved["fingerprint"] == run_fingerprint(cls(**params), fit_arrays(source, {cls.single_perturbation: target}))
     assert saved["iteration"] == 10
-    with caplog.at_level(logging.INFO, logger="perturbot.training"):
+    with caplog.at_level(logging.INFO, logger="perturbot"):
         cls(**params).fit(source, target, checkpoint=str(checkpoint))
     assert any("resuming from checkpoint" in r.getMessage() for r in caplog.records)
     assert not any(r.levelno >= logging.WARNING for r in caplog.records)
@@ -129,11 +129,11 @@ def test_a_checkpoint_without_fingerprint_or_unreadable_starts_afresh(content, t
     source, target = _cells()
     checkpoint = tmp_path / "ckpt.pt"
     if content == "legacy":  # written before fingerprints: a valid state the model would otherwise load
-        training.Checkpoint(checkpoint).save({"iteration": 10})
+        checkpoints.Checkpoint(checkpoint).save({"iteration": 10})
     else:
         checkpoint.write_bytes(b"not a checkpoint")
     straight = cls(**params).fit(source, target)
-    with caplog.at_level(logging.WARNING, logger="perturbot.training"):
+    with caplog.at_level(logging.WARNING, logger="perturbot"):
         refit = cls(**params).fit(source, target, checkpoint=str(checkpoint))
     expected = "no fingerprint" if content == "legacy" else "cannot be read"
     assert any(expected in r.getMessage() for r in caplog.records), caplog.text

@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy.optimize import linear_sum_assignment
 
-from perturbot import groundtruth, training
+from perturbot import groundtruth, validation
 from perturbot.models.gaussian_ot import GaussianOT
 
 
@@ -59,13 +59,13 @@ def test_scores_against_hand_computed_values():
 def test_empirical_w2_is_the_optimal_assignment_cost():
     x = torch.tensor([[0.0, 0.0], [1.0, 0.0]])
     y = torch.tensor([[1.0, 1.0], [0.0, 1.0]])  # x shifted up by one: each cell moves 1, squared 1
-    assert training.empirical_w2(x, y) == pytest.approx(1.0)
+    assert validation.empirical_w2(x, y) == pytest.approx(1.0)
 
 
 def test_the_w2_criterion_ranks_a_better_map_above_a_worse_one_in_64_dimensions():
     pair = groundtruth.make_pair(64, n=2000, n_test=1000, seed=0)
     target = torch.from_numpy(pair.target[:1000])
-    score = training.SelectionScore("w2", target)
+    score = validation.SelectionScore("w2", target)
     gaussian = GaussianOT().fit(pair.source, pair.target).transport(pair.test)
     halfway = (pair.test_image + gaussian) / 2  # half the Gaussian map's per-cell error, a quarter its L2-UVP
     scores = [score(torch.from_numpy(np.asarray(m, np.float32))) for m in (pair.test_image, halfway, gaussian)]

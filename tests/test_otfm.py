@@ -8,7 +8,7 @@ import pytest
 import torch
 from scipy.linalg import sqrtm
 
-from perturbot import training
+from perturbot import checkpoints, training
 from perturbot.data.toy2d import make_2d
 from perturbot.models import PerturbationModel, get
 from perturbot.models.otfm import OTFlowMatching, _Data, integrate
@@ -149,18 +149,18 @@ def test_resume_from_a_checkpoint_is_bit_identical(tmp_path, monkeypatch):
     straight = OTFlowMatching(**params).fit(src, tgt)
 
     ckpt = tmp_path / "otfm.pt"
-    save = training.Checkpoint.save
+    save = checkpoints.Checkpoint.save
 
     def save_then_die(self, state):
         save(self, state)
         if state["iteration"] == 20:
             raise _Killed
 
-    monkeypatch.setattr(training.Checkpoint, "save", save_then_die)
+    monkeypatch.setattr(checkpoints.Checkpoint, "save", save_then_die)
     with pytest.raises(_Killed):
         OTFlowMatching(**params).fit(src, tgt, checkpoint=str(ckpt))
     assert ckpt.exists()
-    monkeypatch.setattr(training.Checkpoint, "save", save)
+    monkeypatch.setattr(checkpoints.Checkpoint, "save", save)
     resumed = OTFlowMatching(**params).fit(src, tgt, checkpoint=str(ckpt))
     assert not ckpt.exists()
     np.testing.assert_array_equal(resumed.transport(src), straight.transport(src))
@@ -255,7 +255,7 @@ def test_progress_lines_and_a_clean_stop_on_sigterm(tmp_path, caplog, monkeypatc
     import os
     import signal
 
-    caplog.set_level(logging.INFO, logger="perturbot.training")
+    caplog.set_level(logging.INFO, logger="perturbot")
     rng = np.random.default_rng(0)
     source = rng.normal(size=(200, 4)).astype(np.float32)
     target = (source + 1.0).astype(np.float32)
@@ -279,7 +279,7 @@ def test_progress_lines_and_a_clean_stop_on_sigterm(tmp_path, caplog, monkeypatc
     with pytest.raises(training.TrainingInterrupted):
         OTFlowMatching(n_iters=60, **params).fit(source, target, checkpoint=str(path))
     monkeypatch.undo()
-    assert training.Checkpoint(path).load()["iteration"] == 40
+    assert checkpoints.Checkpoint(path).load()["iteration"] == 40
     resumed = OTFlowMatching(n_iters=60, **params).fit(source, target, checkpoint=str(path))
     assert list(resumed.history_["iteration"]) == [20, 40, 60]
     np.testing.assert_array_equal(resumed.transport(source[:50]), straight.transport(source[:50]))

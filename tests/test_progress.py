@@ -21,14 +21,8 @@ from perturbot.cli import main as cli
 from perturbot.models.autoencoder import AutoEncoder
 from perturbot.models.w1ot import W1OT
 from perturbot.progress import training_jobs
-from perturbot.training import (
-    PROGRESS_FILE,
-    Checkpoint,
-    Progress,
-    TrainingInterrupted,
-    format_duration,
-    live_history,
-)
+from perturbot.checkpoints import Checkpoint
+from perturbot.training import PROGRESS_FILE, Progress, TrainingInterrupted, format_duration, live_history
 
 
 def cells(n: int = 200, d: int = 6, seed: int = 0) -> np.ndarray:
@@ -40,7 +34,7 @@ def cells(n: int = 200, d: int = 6, seed: int = 0) -> np.ndarray:
 
 def test_best_patience_and_log_line(caplog, tmp_path):
     history_path = tmp_path / "history.csv"
-    caplog.set_level(logging.INFO, logger="perturbot.training")
+    caplog.set_level(logging.INFO, logger="perturbot")
     seen = []
     with live_history(history_path, "job/x"), Progress("toy", 100, patience=2, score_name="val_loss") as progress:
         for it in progress.iterations(0, 100):

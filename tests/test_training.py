@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from perturbot import metrics, training
+from perturbot import checkpoints, metrics, training, validation
 
 
 def test_cuda_request_without_a_gpu_stops_with_the_fix(monkeypatch):
@@ -30,25 +30,25 @@ def test_auto_uses_the_visible_gpu(monkeypatch):
 
 
 def test_validation_subset_is_seeded_disjoint_and_bounded():
-    train, val = training.carve_validation(1000, max_cells=500, seed=3)
+    train, val = validation.carve_validation(1000, max_cells=500, seed=3)
     assert len(val) == 200  # at most 20% of the cells
     assert not set(train) & set(val) and len(train) + len(val) == 1000
-    again = training.carve_validation(1000, max_cells=500, seed=3)
+    again = validation.carve_validation(1000, max_cells=500, seed=3)
     np.testing.assert_array_equal(val, again[1])
-    assert len(training.carve_validation(9, max_cells=500, seed=0)[1]) == 0
+    assert len(validation.carve_validation(9, max_cells=500, seed=0)[1]) == 0
 
 
 def test_checkpoint_round_trip_is_atomic_and_weights_only(tmp_path):
-    ckpt = training.Checkpoint(tmp_path / "sub" / "state.pt", every=10)
+    ckpt = checkpoints.Checkpoint(tmp_path / "sub" / "state.pt", every=10)
     assert ckpt.load() is None and ckpt.due(20) and not ckpt.due(25)
     gen = training.make_generator(7)
-    state = {"iteration": 10, "weights": torch.arange(3.0), "rng": training.generator_state(gen)}
+    state = {"iteration": 10, "weights": torch.arange(3.0), "rng": checkpoints.generator_state(gen)}
     ckpt.save(state)
     assert sorted(p.name for p in (tmp_path / "sub").iterdir()) == ["state.pt"]  # no temporary left
     loaded = ckpt.load()
     assert loaded["iteration"] == 10 and torch.equal(loaded["weights"], torch.arange(3.0))
     other = training.make_generator(0)
-    training.restore_generator(other, loaded["rng"])
+    checkpoints.restore_generator(other, loaded["rng"])
     assert torch.equal(torch.rand(4, generator=other), torch.rand(4, generator=gen))
     (tmp_path / "sub" / ".state.4242.tmp.pt").write_bytes(b"half")  # a killed run's torch.save
     ckpt.clear()
@@ -58,8 +58,8 @@ def test_checkpoint_round_trip_is_atomic_and_weights_only(tmp_path):
 def test_validation_mmd_matches_the_evaluation_mmd_on_the_same_bandwidths():
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(30, 4)), rng.normal(loc=0.3, size=(25, 4))
-    torch_value = training.mmd_rbf_torch(torch.from_numpy(x), torch.from_numpy(y)).item()
-    assert torch_value == pytest.approx(metrics.mmd(x, y, gammas=training.VALIDATION_GAMMAS), rel=1e-5)
+    torch_value = validation.mmd_rbf_torch(torch.from_numpy(x), torch.from_numpy(y)).item()
+    assert torch_value == pytest.approx(metrics.mmd(x, y, gammas=validation.VALIDATION_GAMMAS), rel=1e-5)
     # batched: one value per stacked pair
-    batched = training.mmd_rbf_torch(torch.from_numpy(np.stack([x[:25], x[:25]])), torch.from_numpy(np.stack([y, y])))
+    batched = validation.mmd_rbf_torch(torch.from_numpy(np.stack([x[:25], x[:25]])), torch.from_numpy(np.stack([y, y])))
     assert batched.shape == (2,)

@@ -8,7 +8,7 @@ import pytest
 import torch
 from scipy.stats import spearmanr
 
-from perturbot import training
+from perturbot import checkpoints, training
 from perturbot.data.toy2d import make_2d
 from perturbot.models import PerturbationModel, get
 from perturbot.models.w1ot import W1OT
@@ -259,7 +259,7 @@ def test_resume_equals_straight_through(tmp_path, monkeypatch, stop_after):
     x, y = _pair()
     reference = W1OT(**KW).fit(x, y)
     saves = []
-    original = training.Checkpoint.save
+    original = checkpoints.Checkpoint.save
 
     class Interrupted(Exception):
         pass
@@ -271,10 +271,10 @@ def test_resume_equals_straight_through(tmp_path, monkeypatch, stop_after):
             raise Interrupted
 
     path = tmp_path / "ckpt.pt"
-    monkeypatch.setattr(training.Checkpoint, "save", save_then_crash)
+    monkeypatch.setattr(checkpoints.Checkpoint, "save", save_then_crash)
     with pytest.raises(Interrupted):
         W1OT(**KW).fit(x, y, checkpoint=path)
-    monkeypatch.setattr(training.Checkpoint, "save", original)
+    monkeypatch.setattr(checkpoints.Checkpoint, "save", original)
     assert path.exists() and saves[-1] == ("potential" if stop_after == 1 else "step")
     resumed = W1OT(**KW).fit(x, y, checkpoint=path)
     assert not path.exists()

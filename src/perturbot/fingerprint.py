@@ -8,7 +8,7 @@ one. The fingerprint names everything that fixes the run's result: the model
 class, its resolved hyper-parameters (``seed`` among them), a digest of the
 training arrays, and the versions of perturbot and torch. A checkpoint is
 resumed only when its fingerprint equals the current one exactly
-(:class:`perturbot.training.Checkpoint`).
+(:class:`perturbot.checkpoints.Checkpoint`).
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ target modes demand. This module builds such pairs from that description:
 4. psi is fitted so that its push-forward matches the reference: each step pairs
    ``grad psi(x)`` of a batch of control cells with a batch of reference cells by
    the exact assignment of least squared distance
-   (:func:`perturbot.training.assignment`, OT-FM's pairing) and moves each
+   (:func:`perturbot.validation.assignment`, OT-FM's pairing) and moves each
    ``grad psi(x)`` towards its partner; ``W`` and the output weights are clipped
    at zero after every step, so psi stays convex;
 5. the perturbed population is then *defined* as the push-forward of the
@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from perturbot.groundtruth import ConvexPair, _ICNN, _random_factor, convexity_violation, sample_mixture
-from perturbot.training import assignment
+from perturbot.validation import assignment
 
 #: Where fitted potentials are cached (git-ignored); one file per (D, seed, settings).
 CACHE = Path(__file__).resolve().parents[2] / "resources" / "truths"

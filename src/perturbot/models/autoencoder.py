@@ -20,17 +20,9 @@ import torch
 from perturbot.models.base import PerturbationModel, as_float_array
 from perturbot.params import Interval
 from perturbot.nn.autoencoder import MLPAutoencoder
-from perturbot.training import (
-    Checkpoint,
-    Progress,
-    carve_validation,
-    generator_state,
-    make_generator,
-    optimizer_to,
-    resolve_device,
-    restore_generator,
-    seed_everything,
-)
+from perturbot.checkpoints import Checkpoint, generator_state, optimizer_to, restore_generator
+from perturbot.training import Progress, make_generator, resolve_device, seed_everything
+from perturbot.validation import carve_validation
 
 #: The CellOT paper's autoencoder for 4i features (``AutoEncoder(**FEATURES_PRESET)``):
 #: small network, dropout, constant learning rate without weight decay, validated every 500 steps.

@@ -72,7 +72,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from perturbot import training
+from perturbot import checkpoints, training, validation
 from perturbot.fingerprint import fit_arrays
 from perturbot.models.base import PerturbationModel, as_float_array
 from perturbot.models.cellot_solvers import Settings, _AmortizedTrainer, _CycleTrainer, _Trainer
@@ -127,7 +127,7 @@ class CellOT(PerturbationModel):
         "batch_size": Interval(1), "lr": Interval(0, closed="neither"), "beta1": Interval(0, 1, closed="left"),
         "beta2": Interval(0, 1, closed="left"), "init": Options(INITS), "fnorm_penalty": Interval(0),
         "negative_slope": Interval(0, 1), "init_scale": Interval(0), "eval_every": Interval(1), "val_size": Interval(0),
-        "patience": Interval(0), "criterion": Options(training.CRITERIA), "lr_min": Interval(0), "checkpoint_every": Interval(1),
+        "patience": Interval(0), "criterion": Options(validation.CRITERIA), "lr_min": Interval(0), "checkpoint_every": Interval(1),
         "solver": Options(SOLVERS), "conjugate_iters": Interval(1), "cycle_weight": Interval(0, closed="neither"),
         "activation": Options(ACTIVATIONS), "gaussian_ridge": Interval(0),
     }
@@ -211,7 +211,7 @@ class CellOT(PerturbationModel):
         self.device_ = training.resolve_device(self.device)
         self.settings_ = hp
         # resumed only by the same run: these cells, these resolved settings (see perturbot.fingerprint)
-        ckpt = training.Checkpoint(checkpoint, every=self.checkpoint_every, model=self,
+        ckpt = checkpoints.Checkpoint(checkpoint, every=self.checkpoint_every, model=self,
                                    data=fit_arrays(source, dict(zip(names, tgts))))
         if hp.standardize:
             # one scale for every feature: a W2 map stays W2-optimal under x -> (x - m) / s
@@ -256,7 +256,7 @@ class CellOT(PerturbationModel):
             raise ValueError(f"patience must be >= 0 (0: no early stop), got {hp.patience!r}")
         if hp.lr <= 0:
             raise ValueError(f"lr must be positive, got {hp.lr!r}")
-        training.check_criterion(hp.criterion)
+        validation.check_criterion(hp.criterion)
         if hp.lr_min is not None and not 0 <= hp.lr_min <= hp.lr:
             raise ValueError(f"lr_min must be None or between 0 and lr ({hp.lr}), got {hp.lr_min!r}")
         if hp.init not in INITS:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from perturbot import training
+from perturbot import checkpoints, training, validation
 from perturbot.models.base import PerturbationModel
 from perturbot.models.conjugate import conjugate_argmax
 from perturbot.models.gaussian_ot import gaussian_map
@@ -37,7 +37,7 @@ class Settings:
     standardize: bool
     eval_every: int
     patience: int
-    #: what the kept weights are selected by on the validation cells (``training.CRITERIA``)
+    #: what the kept weights are selected by on the validation cells (``validation.CRITERIA``)
     criterion: str = "mmd_fixed"
     #: cosine decay of both learning rates from ``lr`` to ``lr_min`` over ``n_iters`` (None: constant)
     lr_min: float | None = None
@@ -78,12 +78,12 @@ class _Trainer:
         init_seed, sample_seed = np.random.SeedSequence(seed).generate_state(2)
 
         # Validation subsets carved from the training cells, seeded (source, then target p).
-        src_train, src_val = training.carve_validation(len(source), model.val_size, seed)
+        src_train, src_val = validation.carve_validation(len(source), model.val_size, seed)
         self.src = torch.from_numpy(source[src_train]).to(device)
         self.src_val = torch.from_numpy(source[src_val]).to(device)
         tgt_train, self.tgt_val = [], []
         for p, target in enumerate(targets):
-            train_idx, val_idx = training.carve_validation(len(target), model.val_size, seed + 1 + p)
+            train_idx, val_idx = validation.carve_validation(len(target), model.val_size, seed + 1 + p)
             tgt_train.append(target[train_idx])
             self.tgt_val.append(torch.from_numpy(target[val_idx]).to(device))
         sizes = [len(t) for t in tgt_train]
@@ -105,7 +105,7 @@ class _Trainer:
         self.validated = torch.tensor([len(self.src_val) > 0 and len(v) > 0 for v in self.tgt_val])
         self.validate = bool(self.validated.any())
         # what the kept weights are selected by, per perturbation, in the data's units
-        self.scores = [training.SelectionScore(hp.criterion, self._to_data_units(v)) if ok else None
+        self.scores = [validation.SelectionScore(hp.criterion, self._to_data_units(v)) if ok else None
                        for v, ok in zip(self.tgt_val, self.validated.tolist())]
 
         init = training.make_generator(int(init_seed))  # on CPU: same weights on every device
@@ -242,7 +242,7 @@ class _Trainer:
                 perturbation=name,
                 loss_g=float(losses[0, p]),
                 loss_f=float(losses[1, p]),
-                **{training.CRITERIA[self.hp.criterion]: float(score[p])},
+                **{validation.CRITERIA[self.hp.criterion]: float(score[p])},
                 val_w2=float(w2[p]),
             )
         return score, losses
@@ -290,7 +290,7 @@ class _Trainer:
             "g": self.g.state_dict(),
             "opt_f": self.opt_f.state_dict(),
             "opt_g": self.opt_g.state_dict(),
-            "rng": training.generator_state(self.gen),
+            "rng": checkpoints.generator_state(self.gen),
             "history": self.history.rows,
             "loss_sums": self.loss_sums,
             "loss_count": self.loss_count,
@@ -309,9 +309,9 @@ class _Trainer:
         self.g.load_state_dict(state["g"])
         self.opt_f.load_state_dict(state["opt_f"])
         self.opt_g.load_state_dict(state["opt_g"])
-        training.optimizer_to(self.opt_f, dev)
-        training.optimizer_to(self.opt_g, dev)
-        training.restore_generator(self.gen, state["rng"])
+        checkpoints.optimizer_to(self.opt_f, dev)
+        checkpoints.optimizer_to(self.opt_g, dev)
+        checkpoints.restore_generator(self.gen, state["rng"])
         self.history = training.History(list(state["history"]))
         self.loss_sums = state["loss_sums"].to(dev)
         self.loss_count = int(state["loss_count"])
@@ -322,14 +322,14 @@ class _Trainer:
         self.best_g = {k: v.to(dev) for k, v in state["best_g"].items()}
 
     # ----------------------------------------------------------------- loop
-    def run(self, checkpoint: training.Checkpoint) -> _Result:
+    def run(self, checkpoint: checkpoints.Checkpoint) -> _Result:
         state = checkpoint.load()
         if state is not None:
             self._restore(state)
         n_iters, eval_every = int(self.hp.n_iters), int(self.hp.eval_every)
         # log lines, the live history and a clean stop on SIGTERM/SIGINT; patience stays in _converged
         self.progress = training.Progress("cellot", n_iters, history=self.history,
-                                          score_name=training.CRITERIA[self.hp.criterion])
+                                          score_name=validation.CRITERIA[self.hp.criterion])
         if state is not None:
             self.progress.load_state_dict(state.get("progress"))
         with self.progress:

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from perturbot import training
+from perturbot import checkpoints, training, validation
 from perturbot.fingerprint import fit_arrays
 from perturbot.models.base import PerturbationModel, fit_inputs
 from perturbot.params import Interval, Options
@@ -62,7 +62,7 @@ class OTFlowMatching(PerturbationModel):
         "n_iters": Interval(1), "batch_size": Interval(1), "lr": Interval(0, closed="neither"), "lr_min": Interval(0),
         "weight_decay": Interval(0), "hidden_units": Interval(1), "embedding_dim": Interval(1), "time_frequencies": Interval(0),
         "coupling": Options(COUPLINGS), "sigma": Interval(0), "perturbations_per_step": Interval(1),
-        "solver": Options(SOLVERS), "n_steps": Interval(1), "criterion": Options(training.CRITERIA), "val_size": Interval(0),
+        "solver": Options(SOLVERS), "n_steps": Interval(1), "criterion": Options(validation.CRITERIA), "val_size": Interval(0),
         "eval_every": Interval(1), "checkpoint_every": Interval(1), "start": Options(STARTS), "patience": Interval(1),
         "gaussian_ridge": Interval(0),
     }
@@ -129,7 +129,7 @@ class OTFlowMatching(PerturbationModel):
         for key in ("n_iters", "batch_size", "n_steps", "eval_every"):
             if int(getattr(self, key)) < 1:
                 raise ValueError(f"{key} must be a positive integer, got {getattr(self, key)!r}")
-        training.check_criterion(self.criterion)
+        validation.check_criterion(self.criterion)
         if self.sigma < 0:
             raise ValueError(f"sigma must be >= 0, got {self.sigma!r}")
         if self.perturbations_per_step is not None and int(self.perturbations_per_step) < 1:
@@ -175,7 +175,7 @@ class OTFlowMatching(PerturbationModel):
             torch.nn.init.zeros_(last.weight)
             torch.nn.init.zeros_(last.bias)
         start, start_cpu = time.perf_counter(), time.process_time()
-        ckpt = training.Checkpoint(checkpoint, self.checkpoint_every, model=self, data=fit_arrays(src, tgts))
+        ckpt = checkpoints.Checkpoint(checkpoint, self.checkpoint_every, model=self, data=fit_arrays(src, tgts))
         val_score = self._train(net, data, names, ckpt)
         self.fit_seconds_ = {"train": time.perf_counter() - start, "train_cpu": time.process_time() - start_cpu}
         self.n_features_in_ = src.shape[1]
@@ -184,7 +184,7 @@ class OTFlowMatching(PerturbationModel):
         self.val_score_ = dict(zip(names, val_score))
         return self
 
-    def _train(self, net: VelocityField, data: "_Data", names: list[str], ckpt: training.Checkpoint) -> list[float]:
+    def _train(self, net: VelocityField, data: "_Data", names: list[str], ckpt: checkpoints.Checkpoint) -> list[float]:
         """Adam with cosine decay from ``lr`` to ``lr_min`` on the flow-matching regression loss."""
         n_iters = int(self.n_iters)
         opt = torch.optim.Adam(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
@@ -194,17 +194,17 @@ class OTFlowMatching(PerturbationModel):
         n_models = len(names)
         best_score = torch.full((n_models,), float("inf"))
         # in standardised units: the criteria are invariant to one shift and (up to a factor) one scale
-        scorers = [training.SelectionScore(self.criterion, t) if len(t) else None for t in data.target_val]
-        column = training.CRITERIA[self.criterion]
+        scorers = [validation.SelectionScore(self.criterion, t) if len(t) else None for t in data.target_val]
+        column = validation.CRITERIA[self.criterion]
         best = {k: v.detach().clone() for k, v in net.state_dict().items()}
         start = 0
         state = ckpt.load()
         if state is not None:
             net.load_state_dict(state["velocity"])
             opt.load_state_dict(state["optimizer"])
-            training.optimizer_to(opt, self.device_)
+            checkpoints.optimizer_to(opt, self.device_)
             sched.load_state_dict(state["scheduler"])
-            training.restore_generator(gen, state["generator"])
+            checkpoints.restore_generator(gen, state["generator"])
             history.rows = list(state["history"])
             best_score = state["best_score"].clone()
             best = {k: v.to(self.device_) for k, v in state["best"].items()}
@@ -219,7 +219,7 @@ class OTFlowMatching(PerturbationModel):
         def snapshot(iteration: int) -> dict[str, Any]:
             return {
                 "iteration": iteration, "velocity": net.state_dict(), "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict(), "generator": training.generator_state(gen),
+                "scheduler": sched.state_dict(), "generator": checkpoints.generator_state(gen),
                 "history": history.rows, "best": best, "best_score": best_score, "progress": progress.state_dict(),
             }
 
@@ -380,7 +380,7 @@ class _Data:
     def make(cls, source: np.ndarray, targets: list[np.ndarray], val_size: int, seed: int,
              device: torch.device) -> "_Data":
         def split(x: np.ndarray, salt: int) -> tuple[torch.Tensor, torch.Tensor]:
-            train, val = training.carve_validation(len(x), val_size, seed + salt)
+            train, val = validation.carve_validation(len(x), val_size, seed + salt)
             t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(device)
             return t[torch.from_numpy(train).to(device)], t[torch.from_numpy(val).to(device)]
 
@@ -406,7 +406,7 @@ class _Data:
                 raise ValueError(f"coupling: global pairs whole populations up to {GLOBAL_MAX_CELLS} cells a side; "
                                  f"perturbation {p} has {n}: use coupling: exact (minibatch pairs)")
             rows_src, rows_tgt = _repeat_to(len(self.source), n, rng), _repeat_to(len(target), n, rng)
-            pairs = training.assignment(self.source[rows_src], target[rows_tgt])
+            pairs = validation.assignment(self.source[rows_src], target[rows_tgt])
             self.global_pairs.append((rows_src, rows_tgt[pairs]))
 
     def sample_pairs(
@@ -429,7 +429,7 @@ class _Data:
         if self.start_matrix is not None:  # each flow starts at the Gaussian map's image of its cell
             x0 = x0 @ self.start_matrix[chosen].transpose(1, 2) + self.start_shift[chosen][:, None, :]
         if coupling == "exact":
-            x1 = training.pair_by_assignment(x0, x1)
+            x1 = validation.pair_by_assignment(x0, x1)
         return x0, x1
 
 

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from perturbot import training
+from perturbot import checkpoints, training, validation
 from perturbot.fingerprint import fit_arrays
 from perturbot.models.base import PerturbationModel, fit_inputs
 from perturbot.params import Interval, Options
@@ -78,7 +78,7 @@ class W1OT(PerturbationModel):
         "lr_step": Interval(0), "hidden_units": Interval(1), "n_groups": Interval(1),
         "orthogonalization": Options(ORTHOGONALIZATIONS), "bjorck_iters": Interval(1), "bjorck_iters_eval": Interval(1),
         "step_hidden_units": Interval(1), "val_size": Interval(0), "eval_every": Interval(1), "patience": Interval(1),
-        "criterion": Options(training.CRITERIA), "checkpoint_every": Interval(1),
+        "criterion": Options(validation.CRITERIA), "checkpoint_every": Interval(1),
         "step_init": Options(STEP_INITS), "step_init_iters": Interval(0), "preset": Options(PRESETS),
     }
 
@@ -180,19 +180,19 @@ class W1OT(PerturbationModel):
         """Fit one potential and one step-size network per target, all in the same batched loop."""
         self._validate_params()
         src, tgts = fit_inputs(source, targets)
-        training.check_criterion(self.criterion)
+        validation.check_criterion(self.criterion)
         self.device_ = training.resolve_device(self.device)
         names = list(tgts)
         n_pot, n_step = self._iterations()
         phi, eta, disc = self._build(src.shape[1], len(names))
         data = _Data.make(src, [tgts[k] for k in names], self.val_size, self.seed, self.device_)
 
-        ckpt = training.Checkpoint(checkpoint, self.checkpoint_every, model=self, data=fit_arrays(src, tgts))
+        ckpt = checkpoints.Checkpoint(checkpoint, self.checkpoint_every, model=self, data=fit_arrays(src, tgts))
         state = ckpt.load()
         gen = training.make_generator(self.seed, self.device_)
         history = training.History()
         if state is not None:
-            training.restore_generator(gen, state["generator"])
+            checkpoints.restore_generator(gen, state["generator"])
             history.rows = list(state["history"])
 
         start, start_cpu = time.perf_counter(), time.process_time()
@@ -234,7 +234,7 @@ class W1OT(PerturbationModel):
         n_iters: int,
         gen: torch.Generator,
         history: training.History,
-        ckpt: training.Checkpoint,
+        ckpt: checkpoints.Checkpoint,
         state: dict[str, Any] | None,
         names: list[str],
         n_step: int = 0,
@@ -255,7 +255,7 @@ class W1OT(PerturbationModel):
         if state is not None:
             phi.load_state_dict(state["potential"])
             opt.load_state_dict(state["opt_potential"])
-            training.optimizer_to(opt, self.device_)
+            checkpoints.optimizer_to(opt, self.device_)
             sched.load_state_dict(state["scheduler"])
             start = int(state["iteration"])
             progress.load_state_dict(state.get("progress"))
@@ -264,7 +264,7 @@ class W1OT(PerturbationModel):
             return {
                 "stage": "potential", "iteration": iteration, "potential": phi.state_dict(),
                 "opt_potential": opt.state_dict(), "scheduler": sched.state_dict(),
-                "generator": training.generator_state(gen), "history": history.rows,
+                "generator": checkpoints.generator_state(gen), "history": history.rows,
                 "progress": progress.state_dict(),
             }
 
@@ -304,7 +304,7 @@ class W1OT(PerturbationModel):
         n_iters: int,
         gen: torch.Generator,
         history: training.History,
-        ckpt: training.Checkpoint,
+        ckpt: checkpoints.Checkpoint,
         state: dict[str, Any] | None,
         names: list[str],
     ) -> list[float]:
@@ -317,8 +317,8 @@ class W1OT(PerturbationModel):
         n_models = len(names)
         best_score = torch.full((n_models,), float("inf"))
         best = {k: v.detach().clone() for k, v in eta.state_dict().items()}
-        scorers = [training.SelectionScore(self.criterion, t) if len(t) else None for t in data.target_val]
-        column = training.CRITERIA[self.criterion]
+        scorers = [validation.SelectionScore(self.criterion, t) if len(t) else None for t in data.target_val]
+        column = validation.CRITERIA[self.criterion]
         progress = training.Progress(
             "w1ot step", n_iters, history=history, patience=self.patience, score_name=column, offset=n_pot,
         )
@@ -328,7 +328,7 @@ class W1OT(PerturbationModel):
                 module.load_state_dict(state[key])
             for opt, key in ((opt_eta, "opt_step"), (opt_disc, "opt_discriminator")):
                 opt.load_state_dict(state[key])
-                training.optimizer_to(opt, self.device_)
+                checkpoints.optimizer_to(opt, self.device_)
             best_score = state["best_score"].clone()
             best = {k: v.to(self.device_) for k, v in state["best_step"].items()}
             start = int(state["iteration"])
@@ -340,7 +340,7 @@ class W1OT(PerturbationModel):
                 "step": eta.state_dict(), "discriminator": disc.state_dict(),
                 "opt_step": opt_eta.state_dict(), "opt_discriminator": opt_disc.state_dict(),
                 "best_step": best, "best_score": best_score,
-                "generator": training.generator_state(gen), "history": history.rows,
+                "generator": checkpoints.generator_state(gen), "history": history.rows,
                 "progress": progress.state_dict(),
             }
 
@@ -445,7 +445,7 @@ class W1OT(PerturbationModel):
         def draw() -> tuple[torch.Tensor, torch.Tensor]:
             idx = data.source_index(OT_LENGTH_BATCH, gen)
             x = src[idx]
-            y = training.pair_by_assignment(x, data.sample_target(OT_LENGTH_BATCH, gen))
+            y = validation.pair_by_assignment(x, data.sample_target(OT_LENGTH_BATCH, gen))
             d = torch.gather(directions, 1, idx[..., None].expand(-1, -1, directions.shape[-1]))
             return x, length_along(x, y, d)
 
@@ -592,7 +592,7 @@ class _Data:
     def make(cls, source: np.ndarray, targets: list[np.ndarray], val_size: int, seed: int,
              device: torch.device) -> "_Data":
         def split(x: np.ndarray, salt: int) -> tuple[torch.Tensor, torch.Tensor]:
-            train, val = training.carve_validation(len(x), val_size, seed + salt)
+            train, val = validation.carve_validation(len(x), val_size, seed + salt)
             t = torch.from_numpy(x).to(device)
             return t[torch.from_numpy(train).to(device)], t[torch.from_numpy(val).to(device)]
 
