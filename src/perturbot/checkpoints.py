@@ -18,6 +18,7 @@ from perturbot.fingerprint import differences, run_fingerprint
 
 log = logging.getLogger(__name__)
 
+
 class Checkpoint:
     """Resumable training state in one file, written atomically, resumed only by the run that wrote it.
 

@@ -111,7 +111,6 @@ INITS = ("uniform", "identity", "gaussian")
 SOLVERS = ("minmax", "amortized", "cycle")
 
 
-
 class CellOT(PerturbationModel):
     """Neural W2 optimal transport between control and perturbed cells (see module docstring)."""
     is_ot = True
